@@ -1,0 +1,252 @@
+"""The one surface under the CLI, the UI, job entrypoints and agents.
+
+Every function takes plain values (a spec path, a dict, or a typed spec) and returns plain
+JSON-serialisable dataclasses, so a program can call forge-ray the way a person uses the
+CLI. Failures of *input* raise :class:`~forge_ray.spec.SpecError` (or a ``DataError``)
+before anything starts; failures of a *run* are recorded in its manifest and re-raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from forge_ray.runs import Storage
+from forge_ray.spec import SpecError, StageSpec, build_spec, load_spec, spec_to_dict
+from forge_ray.spec.typed import Problem
+
+SpecLike = str | Path | dict | StageSpec
+
+
+@dataclass
+class Preflight:
+    """What a spec would do and whether it can: all problems at once, before anything runs."""
+
+    ok: bool
+    kind: str | None = None
+    name: str | None = None
+    errors: list[dict] = field(default_factory=list)  # {path, message, hint}
+    warnings: list[str] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)
+    runnable: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunInfo:
+    name: str
+    kind: str
+    status: str
+    run_dir: str
+    metrics: dict = field(default_factory=dict)
+    error: dict | None = None
+    job_id: str | None = None
+    parents: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JobInfo:
+    job_id: str
+    name: str
+    address: str
+    status: str
+    entrypoint: str
+
+
+def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:
+    """A typed spec from a path, a mapping or a spec; raises SpecError with every problem."""
+    if isinstance(spec, StageSpec):
+        spec = spec_to_dict(spec)
+    if isinstance(spec, dict):
+        from forge_ray.spec import apply_overrides
+
+        return build_spec(apply_overrides(spec, overrides or []), "<dict>")
+    return load_spec(spec, overrides)
+
+
+def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
+             check_inputs: bool = True) -> Preflight:
+    """Type-check the spec and (optionally) that its input runs exist and succeeded."""
+    from forge_ray.runner import RUNNERS, input_problems
+    from forge_ray.spec import PipelineStage
+
+    try:
+        typed = resolve(spec, overrides)
+    except SpecError as exc:
+        return Preflight(ok=False, errors=[asdict(p) for p in exc.problems])
+    problems: list[Problem] = []
+    store = Storage(storage)
+    stages = typed.stages if isinstance(typed, PipelineStage) else [typed]
+    made: set[str] = set()
+    for i, stage in enumerate(stages):
+        prefix = f"stages[{i}]." if stage is not typed else ""
+        if check_inputs:
+            problems += [Problem(prefix + p.path, p.message, p.hint) for p in input_problems(stage, store, made)]
+        if stage.kind not in RUNNERS:
+            problems.append(Problem(prefix + "kind", f"kind {stage.kind!r} cannot run in this version yet",
+                                    f"runnable kinds: {', '.join(RUNNERS)}"))
+        made.add(stage.name)
+    warnings = []
+    if store.exists(typed.name):
+        from forge_ray.spec import spec_to_yaml
+
+        same = store.run(typed.name).spec_matches(spec_to_yaml(typed))
+        if same:
+            warnings.append(f"run {typed.name!r} exists with this spec: running it resumes (or does nothing)")
+        else:
+            problems.append(Problem("name", f"run {typed.name!r} already exists with a different spec",
+                                    "choose another name or delete the run directory"))
+    return Preflight(ok=not problems, kind=typed.kind, name=typed.name, errors=[asdict(p) for p in problems],
+                     warnings=warnings, inputs=typed.input_runs(), runnable=typed.kind in RUNNERS)
+
+
+def run(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
+        address: str | None = None, show_progress: bool = True, job_id: str | None = None) -> RunInfo:
+    """Run a spec here (connecting to ``address``/``RAY_ADDRESS`` or a local Ray) and wait."""
+    from forge_ray.runner import Context, execute
+
+    typed = resolve(spec, overrides)
+    ctx = Context(Storage(storage), address=address, show_progress=show_progress,
+                  job_id=job_id or os.environ.get("RAY_JOB_SUBMISSION_ID"))
+    execute(typed, ctx)
+    return status(typed.name, storage)
+
+
+def status(run_or_job: str, storage: str | None = None, address: str | None = None) -> RunInfo | JobInfo:
+    """A run's manifest summary, or a Ray job's status when no run has that name."""
+    store = Storage(storage)
+    if store.exists(run_or_job):
+        m = store.run(run_or_job).manifest()
+        return RunInfo(name=m["name"], kind=m["kind"], status=m["status"], run_dir=store.run(run_or_job).path,
+                       metrics=m.get("metrics", {}), error=m.get("error"), job_id=m.get("job_id"),
+                       parents=m.get("parents", []))
+    return _job_status(_jobs_client(address), run_or_job)
+
+
+def _job_status(client, job_id: str) -> JobInfo:
+    info = client.get_job_info(job_id)
+    return JobInfo(job_id=job_id, name=(info.metadata or {}).get("forge_run", ""), address=client._address,
+                   status=str(getattr(info.status, "value", info.status)), entrypoint=info.entrypoint)
+
+
+def list_runs(storage: str | None = None) -> list[RunInfo]:
+    store = Storage(storage)
+    return [RunInfo(name=m["name"], kind=m["kind"], status=m["status"], run_dir=store.run(m["name"]).path,
+                    metrics=m.get("metrics", {}), error=m.get("error"), job_id=m.get("job_id"),
+                    parents=m.get("parents", [])) for m in store.list_runs()]
+
+
+def metrics(run_name: str, storage: str | None = None) -> list[dict]:
+    """Every line of the run's ``metrics.jsonl``."""
+    return Storage(storage).run(run_name).metrics()
+
+
+# ---------------------------------------------------------------------------- Ray Jobs
+
+
+def _auth_headers() -> dict[str, str]:
+    """Bearer token for Ray's token authentication, from the places Ray itself looks."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if not token and os.path.exists(path):
+        token = Path(path).read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _jobs_client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise SpecError([Problem("--address", "no Ray cluster address",
+                                 "pass --address http://HEAD:8265 or set RAY_ADDRESS")])
+    return JobSubmissionClient(address, headers=_auth_headers())
+
+
+def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
+           address: str | None = None, working_dir: str | None = None, runtime_env: dict | None = None) -> JobInfo:
+    """Validate here, then submit ``forge run`` as a Ray job; the run is recorded as queued."""
+    typed = resolve(spec, overrides)
+    pre = validate(typed, storage=storage)
+    if not pre.ok:
+        raise SpecError([Problem(**e) for e in pre.errors])
+    client = _jobs_client(address)
+    store_uri = Storage(storage).uri
+    if "://" not in store_uri:
+        store_uri = str(Path(store_uri).resolve())  # the job runs elsewhere: give it an absolute root
+    spec_json = json.dumps(spec_to_dict(typed), separators=(",", ":"))
+    entrypoint = f"python -m forge_ray.cli run --spec-json {shlex.quote(spec_json)} --storage {shlex.quote(store_uri)}"
+    env = {"working_dir": working_dir or str(Path(__file__).resolve().parents[1]),
+           "excludes": [".venv", "forge_runs", ".git", "**/__pycache__", "*.egg-info"], **(runtime_env or {})}
+    job_id = f"forge-{typed.name}-{int(time.time())}"
+    run = Storage(storage).run(typed.name)
+    from forge_ray.spec import spec_to_yaml
+
+    run.create_or_resume(typed.kind, spec_to_yaml(typed), sorted(set(typed.input_runs().values())),
+                         status="queued", job_id=job_id)
+    client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=env,
+                      metadata={"forge_run": typed.name, "forge_kind": typed.kind})
+    return JobInfo(job_id=job_id, name=typed.name, address=client._address, status="PENDING", entrypoint=entrypoint)
+
+
+def logs(run_or_job: str, storage: str | None = None, address: str | None = None, follow: bool = False) -> Iterator[str]:
+    """Log text of a run (its ``run.log``, or its Ray job's driver log) or of a job id."""
+    store = Storage(storage)
+    job_id = run_or_job
+    if store.exists(run_or_job):
+        run = store.run(run_or_job)
+        job_id = run.manifest().get("job_id")
+        if not job_id or not (address or os.environ.get("RAY_ADDRESS")):
+            yield from _follow_file(run, follow)
+            return
+    client = _jobs_client(address)
+    seen = 0
+    while True:  # poll rather than tail_job_logs' websocket: works through any HTTP proxy
+        text = client.get_job_logs(job_id)
+        if len(text) > seen:
+            yield text[seen:]
+            seen = len(text)
+        if not follow or _job_status(client, job_id).status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return
+        time.sleep(1.0)
+
+
+def _follow_file(run, follow: bool) -> Iterator[str]:
+    seen = 0
+    while True:
+        text = run.read_text("run.log") if run.exists("run.log") else ""
+        if len(text) > seen:
+            yield text[seen:]
+            seen = len(text)
+        if not follow or run.manifest().get("status") in ("succeeded", "failed"):
+            return
+        time.sleep(1.0)
+
+
+def stop(job_id: str, address: str | None = None, storage: str | None = None) -> JobInfo:
+    """Stop a Ray job (by job id, or by the run name it was submitted for)."""
+    store = Storage(storage)
+    if store.exists(job_id):
+        job_id = store.run(job_id).manifest().get("job_id") or job_id
+    client = _jobs_client(address)
+    client.stop_job(job_id)
+    return _job_status(client, job_id)
+
+
+def schema(kind: str | None = None) -> dict:
+    from forge_ray.spec import schema as _schema
+
+    return _schema(kind)
+
+
+def demo_data(out_dir: str, seed: int = 0) -> dict[str, Any]:
+    from forge_ray.demo.corpus import write_demo_data
+
+    return write_demo_data(out_dir, seed)

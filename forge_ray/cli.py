@@ -1,0 +1,238 @@
+"""``forge``: the command line on top of :mod:`forge_ray.api`.
+
+Exit codes: 0 success, 1 the run failed, 2 invalid input (spec, data, arguments).
+Every command takes ``--json`` and then prints one JSON document for machines.
+
+    forge demo-data ./forge_runs/demo-data --seed 0
+    forge validate jobs/configs/tiny/tokenizer.yaml --set vocab_size=2048
+    forge run jobs/configs/demo.yaml                     # local Ray, started on demand
+    forge submit jobs/configs/demo.yaml --address http://HEAD:8265
+    forge status demo-tokenizer ; forge logs demo-tokenizer --follow ; forge runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _print_json(obj: Any) -> None:
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    elif isinstance(obj, list):
+        obj = [asdict(o) if is_dataclass(o) else o for o in obj]
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _spec_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
+    if spec_required:
+        p.add_argument("spec", help="spec file (YAML or JSON)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key (repeatable), e.g. --set train.max_steps=10")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs); any pyarrow.fs URI")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forge", description="Build your own language models on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a spec and its inputs; print the preflight")
+    _spec_args(p), _common(p)
+    p.add_argument("--no-inputs", action="store_true", help="don't check that input runs exist")
+
+    p = sub.add_parser("run", help="run a spec and wait (local Ray, or --address)")
+    p.add_argument("spec", nargs="?", help="spec file")
+    p.add_argument("--spec-json", help=argparse.SUPPRESS)  # used by `forge submit`'s job entrypoint
+    _spec_args(p, spec_required=False), _common(p)
+    p.add_argument("--address", help="Ray address to connect to (default: $RAY_ADDRESS or a local Ray)")
+
+    p = sub.add_parser("submit", help="submit a spec to a Ray cluster's Jobs API")
+    _spec_args(p), _common(p)
+    p.add_argument("--address", help="Jobs API address, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--working-dir", help="directory shipped to the cluster (default: the forge-ray checkout)")
+
+    for name, text in (("status", "status of a run or a Ray job"), ("logs", "logs of a run or a Ray job"),
+                       ("stop", "stop a Ray job (by job id or run name)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("target", help="run name or job id")
+        _common(p)
+        p.add_argument("--address", help="Jobs API address (default: $RAY_ADDRESS)")
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+
+    p = sub.add_parser("runs", help="table of runs with status and key metrics")
+    _common(p)
+
+    p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
+    p.add_argument("kind", nargs="?")
+
+    p = sub.add_parser("demo-data", help="write the generated demo corpus")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _problems_text(errors: list[dict]) -> str:
+    return "\n".join(f"  - {e['path'] or '<spec>'}: {e['message']}" + (f" ({e['hint']})" if e.get("hint") else "")
+                     for e in errors)
+
+
+def _cmd_validate(args) -> int:
+    from forge_ray import api
+
+    pre = api.validate(args.spec, args.overrides, args.storage, check_inputs=not args.no_inputs)
+    if args.json:
+        _print_json(pre)
+    elif pre.ok:
+        print(f"ok: {pre.kind} spec {pre.name!r} is valid")
+        for w in pre.warnings:
+            print(f"  note: {w}")
+    else:
+        print(f"invalid spec {args.spec}:\n{_problems_text(pre.errors)}", file=sys.stderr)
+    return EXIT_OK if pre.ok else EXIT_INVALID
+
+
+def _cmd_run(args) -> int:
+    from forge_ray import api
+    from forge_ray.runner import classify
+
+    if bool(args.spec) == bool(args.spec_json):
+        print("forge run: give a spec file", file=sys.stderr)
+        return EXIT_INVALID
+    spec = json.loads(args.spec_json) if args.spec_json else args.spec
+    try:
+        info = api.run(spec, args.overrides, args.storage, args.address, show_progress=not args.json)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code and a message
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        error, code = classify(exc)
+        if args.json:
+            _print_json({"status": "failed", "error": asdict(error)})
+        else:
+            print(f"forge run failed ({error.kind}): {error.message}", file=sys.stderr)
+            if error.hint:
+                print(f"hint: {error.hint}", file=sys.stderr)
+        return code
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{info.status}: run {info.name!r} ({info.kind}) in {info.run_dir}")
+        for k, v in info.metrics.items():
+            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+    return EXIT_OK if info.status == "succeeded" else EXIT_FAILED
+
+
+def _cmd_submit(args) -> int:
+    from forge_ray import api
+
+    job = api.submit(args.spec, args.overrides, args.storage, args.address, args.working_dir)
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"submitted job {job.job_id} for run {job.name!r} to {job.address}\n"
+              f"  follow it: forge logs {job.name} --follow --address {job.address}")
+    return EXIT_OK
+
+
+def _cmd_status(args) -> int:
+    from forge_ray import api
+
+    info = api.status(args.target, args.storage, args.address)
+    if args.json:
+        _print_json(info)
+    else:
+        for k, v in asdict(info).items():
+            print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return EXIT_FAILED if getattr(info, "status", "") in ("failed", "FAILED") else EXIT_OK
+
+
+def _cmd_logs(args) -> int:
+    from forge_ray import api
+
+    for chunk in api.logs(args.target, args.storage, args.address, follow=args.follow):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _cmd_stop(args) -> int:
+    from forge_ray import api
+
+    info = api.stop(args.target, args.address, args.storage)
+    _print_json(info) if args.json else print(f"job {info.job_id}: {info.status}")
+    return EXIT_OK
+
+
+def _cmd_runs(args) -> int:
+    from forge_ray import api
+
+    runs = api.list_runs(args.storage)
+    if args.json:
+        _print_json(runs)
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "status", "parents", "key metrics")
+    for r in runs:
+        keys = [k for k in ("val_bpb", "val_loss", "loss", "reward_mean", "accuracy", "heldout_bytes_per_token")
+                if k in r.metrics][:3]
+        table.add_row(r.name, r.kind, r.status, ", ".join(r.parents),
+                      ", ".join(f"{k}={r.metrics[k]:.4g}" for k in keys))
+    Console().print(table)
+    return EXIT_OK
+
+
+def _cmd_schema(args) -> int:
+    from forge_ray import api
+
+    _print_json(api.schema(args.kind))
+    return EXIT_OK
+
+
+def _cmd_demo_data(args) -> int:
+    from forge_ray import api
+
+    summary = api.demo_data(args.out_dir, args.seed)
+    _print_json(summary) if args.json else print(
+        f"demo corpus (seed {summary['seed']}) in {summary['dir']}: {summary['docs']} docs, {summary['sft']} SFT chats, "
+        f"{summary['prefs']} preference pairs, {summary['rl_prompts']} RL prompts, {summary['eval']} eval questions")
+    return EXIT_OK
+
+
+COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
+            "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "schema": _cmd_schema,
+            "demo-data": _cmd_demo_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from forge_ray.data.sources import DataError
+    from forge_ray.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (SpecError, DataError, FileNotFoundError) as exc:
+        if getattr(args, "json", False):
+            problems = [asdict(p) for p in getattr(exc, "problems", [])] or [{"path": "", "message": str(exc), "hint": ""}]
+            _print_json({"ok": False, "errors": problems})
+        else:
+            print(f"forge {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreachable cluster: a message, not a traceback
+        print(f"forge {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: sources, validation, cleaning, tokenisation and packing on Ray Data."""

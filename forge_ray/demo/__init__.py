@@ -1,0 +1,1 @@
+"""Generated demo data (a fictional company knowledge base)."""

@@ -1,0 +1,168 @@
+"""Execute one stage spec as a run: preflight inputs, open the run dir, call the stage, record
+the outcome. Every kind goes through :func:`execute`, so lineage, resume/refuse, error
+records and logs behave the same for all of them.
+
+A stage implementation is ``run(spec, run: RunDir, ctx: Context) -> StageResult``; it is
+imported lazily so that importing forge_ray stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from forge_ray.runs import RunDir, RunError, RunExistsError, Storage
+from forge_ray.spec import SpecError, StageSpec, spec_to_yaml
+from forge_ray.spec.typed import Problem
+
+log = logging.getLogger("forge_ray")
+
+#: kind → "module:function"; kinds missing here are not runnable in this version yet
+RUNNERS: dict[str, str] = {
+    "tokenizer": "forge_ray.tokenizer.stage:run",
+    "pipeline": "forge_ray.pipeline:run",
+}
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # name → path relative to the run dir
+
+
+class InputError(ValueError):
+    """An input run is missing or not finished; exit code 2, nothing started."""
+
+
+@dataclass
+class Context:
+    """What a stage needs besides its spec: storage, the Ray address, progress output."""
+
+    storage: Storage
+    address: str | None = None
+    show_progress: bool = True
+    job_id: str | None = None
+    ray_init_kwargs: dict = field(default_factory=dict)
+
+    def ensure_ray(self) -> None:
+        """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray, once per process."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        kwargs = {"log_to_driver": True, "logging_level": logging.WARNING, **self.ray_init_kwargs}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(include_dashboard=False, **kwargs)
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours (tqdm) is enough
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    def progress(self, desc: str, total: int | None = None, unit: str = "it"):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, disable=not self.show_progress, leave=False)
+
+
+def runnable_kinds() -> list[str]:
+    return list(RUNNERS)
+
+
+def input_problems(spec: StageSpec, storage: Storage, produced_earlier: set[str] = frozenset()) -> list[Problem]:
+    """Inputs that name runs which don't exist (or did not succeed) and are not made earlier."""
+    problems = []
+    for field_name, run_name in spec.input_runs().items():
+        if run_name in produced_earlier or os.path.isdir(run_name):
+            continue  # produced by an earlier pipeline stage, or a local HF directory
+        if not storage.exists(run_name):
+            problems.append(Problem(field_name, f"names run {run_name!r}, which does not exist in {storage.uri}",
+                                    "run that stage first, or chain both in a pipeline spec"))
+            continue
+        status = storage.run(run_name).manifest().get("status")
+        if status != "succeeded":
+            problems.append(Problem(field_name, f"run {run_name!r} has status {status!r}, not 'succeeded'",
+                                    f"see: forge status {run_name}"))
+    return problems
+
+
+def _stage_fn(kind: str) -> Callable:
+    target = RUNNERS.get(kind)
+    if target is None:
+        raise SpecError([Problem("kind", f"kind {kind!r} is defined but cannot run in this version of forge-ray",
+                                 f"runnable kinds: {', '.join(RUNNERS)}")])
+    module, fn = target.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def classify(exc: BaseException) -> tuple[RunError, int]:
+    """A machine-readable error record and the CLI exit code for an exception."""
+    from forge_ray.data.sources import unwrap_data_error
+
+    data_error = unwrap_data_error(exc)
+    if data_error is not None:
+        return RunError("data", str(data_error), data_error.hint or "fix the named file and line"), 2
+    if isinstance(exc, SpecError):
+        return RunError("spec", str(exc), "fix the named keys; see forge schema"), 2
+    if isinstance(exc, (InputError, RunExistsError)):
+        return RunError("input", str(exc), ""), 2
+    if isinstance(exc, MemoryError):
+        return RunError("resources", f"out of memory: {exc}", "lower micro_batch_size or raise zero_stage"), 1
+    return RunError("runtime", f"{type(exc).__name__}: {exc}", "see run.log in the run directory"), 1
+
+
+class _RunLogHandler(logging.Handler):
+    """Appends forge_ray log records to the run's ``run.log`` (works on any pyarrow.fs)."""
+
+    def __init__(self, run: RunDir):
+        super().__init__(logging.INFO)
+        self.run = run
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.run.append_line("run.log", self.format(record))
+        except Exception:  # logging must never break a run
+            pass
+
+
+def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozenset()) -> dict:
+    """Run ``spec`` to completion; returns the final manifest. Raises on failure (after recording it)."""
+    fn = _stage_fn(spec.kind)
+    problems = input_problems(spec, ctx.storage, produced_earlier)
+    if problems:
+        raise SpecError(problems)
+    run = ctx.storage.run(spec.name)
+    parents = sorted(set(spec.input_runs().values()))
+    spec_yaml = spec_to_yaml(spec)
+    previous = run.manifest() if run.exists() else None
+    if previous and previous.get("status") == "succeeded" and run.spec_matches(spec_yaml):
+        log.info("run %s already succeeded with this spec; nothing to do", spec.name)
+        return previous
+    run.create_or_resume(spec.kind, spec_yaml, parents, job_id=ctx.job_id)
+    handler = _RunLogHandler(run)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        log.info("run %s (%s) started%s", spec.name, spec.kind, " (resumed)" if previous else "")
+        result: StageResult = fn(spec, run, ctx)
+        manifest = run.succeed(result.metrics, result.outputs)
+        log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
+        return manifest
+    except BaseException as exc:
+        error, _ = classify(exc)
+        log.error("run %s failed: %s\n%s", spec.name, error.message, traceback.format_exc())
+        run.fail(error)
+        raise
+    finally:
+        log.removeHandler(handler)
+
+
+def _short(metrics: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:6])

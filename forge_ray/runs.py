@@ -1,0 +1,220 @@
+"""Run directories: ``<storage>/<name>/{spec.yaml, manifest.json, metrics.jsonl, model/, …}``.
+
+The storage root is any ``pyarrow.fs`` URI (a local path, ``s3://…``, ``gs://…``), so the
+same code writes to a laptop disk or to a cluster's shared storage. ``manifest.json`` is
+the lineage record every later stage, the UI and agents read; it is rewritten atomically
+(write to a temporary name, then move) so a reader never sees half a manifest.
+
+A run name that exists is resumed when its spec is unchanged and refused when it changed:
+nothing is ever silently overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.fs as pafs
+
+STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+def storage_root(explicit: str | None = None) -> str:
+    """``--storage``, else ``FORGE_STORAGE``, else ``./forge_runs``."""
+    return explicit or os.environ.get("FORGE_STORAGE") or "./forge_runs"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+
+
+class RunExistsError(ValueError):
+    """A run of this name exists with a different spec."""
+
+
+@dataclass
+class RunError:
+    """Why a run failed, in a form a program can act on."""
+
+    kind: str
+    message: str
+    hint: str = ""
+
+
+class Storage:
+    """The storage root: lists and opens runs."""
+
+    def __init__(self, root: str | None = None):
+        self.uri = storage_root(root)
+        self.fs, self.base = _filesystem(self.uri)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def run(self, name: str) -> "RunDir":
+        return RunDir(self, name)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(f"{self.base}/{name}/manifest.json").type == pafs.FileType.File
+
+    def list_runs(self) -> list[dict]:
+        """Every run's manifest, newest first."""
+        info = self.fs.get_file_info(self.base)
+        if info.type != pafs.FileType.Directory:
+            return []
+        manifests = []
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.base)):
+            if entry.type == pafs.FileType.Directory and self.exists(entry.base_name):
+                with contextlib.suppress(Exception):
+                    manifests.append(self.run(entry.base_name).manifest())
+        return sorted(manifests, key=lambda m: m.get("created_at", ""), reverse=True)
+
+
+class RunDir:
+    """One run's directory and its manifest."""
+
+    def __init__(self, storage: Storage, name: str):
+        self.storage, self.name = storage, name
+        self.fs = storage.fs
+        self.path = f"{storage.base}/{name}"
+
+    # ------------------------------------------------------------------ files
+
+    def file(self, rel: str) -> str:
+        return f"{self.path}/{rel}"
+
+    def exists(self, rel: str = "manifest.json") -> bool:
+        return self.fs.get_file_info(self.file(rel)).type != pafs.FileType.NotFound
+
+    def read_text(self, rel: str) -> str:
+        with self.fs.open_input_stream(self.file(rel)) as f:
+            return f.read().decode("utf-8")
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Atomic write: a reader sees the old file or the new one, never a mix."""
+        target = self.file(rel)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(text.encode("utf-8"))
+        self.fs.move(tmp, target)
+
+    def append_line(self, rel: str, text: str) -> None:
+        target = self.file(rel)
+        self.fs.create_dir(self.path, recursive=True)
+        if self.storage.is_local:
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n")
+        else:  # object stores cannot append: rewrite (metrics files stay small)
+            old = self.read_text(rel) if self.exists(rel) else ""
+            self.write_text(rel, old + text.rstrip("\n") + "\n")
+
+    @contextlib.contextmanager
+    def local_dir(self, rel: str) -> Iterator[Path]:
+        """A local directory for an output; uploaded to ``rel`` on success when storage is remote."""
+        if self.storage.is_local:
+            path = Path(self.file(rel))
+            path.mkdir(parents=True, exist_ok=True)
+            yield path
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="forge-out-"))
+        try:
+            yield tmp
+            pafs.copy_files(str(tmp), self.file(rel), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def fetch_dir(self, rel: str) -> Iterator[Path]:
+        """A local copy of a directory of this run (the directory itself on local storage)."""
+        if self.storage.is_local:
+            yield Path(self.file(rel))
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="forge-in-"))
+        try:
+            pafs.copy_files(self.file(rel), str(tmp), source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ manifest
+
+    def manifest(self) -> dict:
+        return json.loads(self.read_text("manifest.json"))
+
+    def update(self, **fields: Any) -> dict:
+        manifest = self.manifest() if self.exists() else {}
+        manifest.update(fields)
+        self.write_text("manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        return manifest
+
+    def spec_matches(self, spec_yaml: str) -> bool:
+        return self.manifest().get("spec_sha256") == _sha(spec_yaml)
+
+    def create_or_resume(self, kind: str, spec_yaml: str, parents: list[str],
+                         fingerprints: dict[str, str] | None = None, status: str = "running",
+                         job_id: str | None = None) -> dict:
+        """Start (or resume) this run; refuse when the name exists with another spec."""
+        digest = _sha(spec_yaml)
+        if self.exists():
+            manifest = self.manifest()
+            if manifest.get("spec_sha256") != digest:
+                raise RunExistsError(
+                    f"run {self.name!r} already exists in {self.storage.uri} with a different spec; "
+                    f"refusing to overwrite it (compare {self.file('spec.yaml')}). "
+                    "Choose another name (--set name=…) or delete that run directory.")
+            fields = {"status": status, "resumed_at": now(), "attempts": manifest.get("attempts", 1) + 1}
+            if job_id:
+                fields["job_id"] = job_id
+            return self.update(**fields)
+        self.write_text("spec.yaml", spec_yaml)
+        return self.update(
+            name=self.name, kind=kind, status=status, parents=parents, spec_sha256=digest,
+            fingerprints=fingerprints or {}, created_at=now(), started_at=now() if status == "running" else None,
+            ended_at=None, metrics={}, outputs={}, error=None, job_id=job_id, attempts=1,
+        )
+
+    def start(self) -> dict:
+        return self.update(status="running", started_at=now(), ended_at=None, error=None)
+
+    def succeed(self, metrics: dict[str, Any] | None = None, outputs: dict[str, str] | None = None) -> dict:
+        manifest = self.manifest()
+        return self.update(status="succeeded", ended_at=now(), error=None,
+                           metrics={**manifest.get("metrics", {}), **(metrics or {})},
+                           outputs={**manifest.get("outputs", {}), **(outputs or {})})
+
+    def fail(self, error: RunError) -> dict:
+        return self.update(status="failed", ended_at=now(), error=error.__dict__)
+
+    # ------------------------------------------------------------------ metrics
+
+    def log_metrics(self, step: int, **metrics: Any) -> None:
+        """One line of ``metrics.jsonl``: ``step`` plus metrics under the documented names."""
+        self.append_line("metrics.jsonl", json.dumps({"step": step, **metrics, "time": now()}))
+
+    def metrics(self) -> list[dict]:
+        if not self.exists("metrics.jsonl"):
+            return []
+        return [json.loads(line) for line in self.read_text("metrics.jsonl").splitlines() if line.strip()]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,109 @@
+"""Spec sections shared by several stages: data sources, resources, model, optimiser, trainer.
+
+Each section is a small dataclass with defaults that run on a 2-core CPU. A ``check()``
+method returns cross-field problems as ``(subpath, message, hint)`` tuples; the loader in
+:mod:`forge_ray.spec.typed` reports them together with type errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from forge_ray.spec.typed import opt
+
+SourceType = Literal["auto", "jsonl", "json", "parquet", "csv", "text"]
+RowFormat = Literal["text", "chat", "preference", "prompt_answer", "image_text"]
+
+
+@dataclass(kw_only=True)
+class SourceSpec:
+    """One input: a file, a glob, or a directory tree, read as rows of a given format."""
+
+    path: str = opt(help="file, directory or glob; any pyarrow.fs URI")
+    type: SourceType = opt("auto", "file type; 'auto' infers from the extension, directories are 'text'")
+    format: RowFormat = opt("text", "row schema: text, chat (messages), preference (prompt/chosen/rejected), "
+                                    "prompt_answer (RL), image_text")
+    field: str = opt("text", "for format 'text' in jsonl/json/parquet/csv: the column holding the text")
+    include: list[str] = opt(["**/*.md", "**/*.txt", "**/*.py", "**/*.rst", "**/*.yaml", "**/*.json", "**/*.c",
+                              "**/*.h", "**/*.js", "**/*.ts", "**/*.go", "**/*.rs", "**/*.java", "**/*.sql"],
+                             "for directory trees: glob patterns of files to read")
+    exclude: list[str] = opt([], "for directory trees: glob patterns to skip")
+    weight: float = opt(1.0, "relative sampling weight when several sources are mixed", gt=0)
+
+    def check(self):
+        if not self.path:
+            yield "path", "must not be empty", "give a file, directory or glob"
+
+
+@dataclass(kw_only=True)
+class ResourcesSpec:
+    """Where the work runs: number of Ray Train workers and what each one gets."""
+
+    num_workers: int = opt(1, "Ray Train workers (data-parallel ranks)", ge=1, le=4096)
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per worker", gt=0)
+    gpus_per_worker: float = opt(0.0, "GPUs per worker; 0 on CPU machines", ge=0)
+    memory_per_worker_gb: float | None = opt(None, "memory to reserve per worker; unset: not reserved", gt=0)
+
+
+@dataclass(kw_only=True)
+class ModelSpec:
+    """A model: a preset name, optionally with fields overridden."""
+
+    preset: str = opt("tiny", "registry preset: tiny, tiny-moe, 125m, 1b, 8b, moe-small, moe-medium, …")
+    arch: Literal["preset", "dense", "moe"] = opt("preset", "dense (Llama-style) or moe; 'preset' keeps the preset's")
+    hidden_size: int | None = opt(None, "width; unset keeps the preset's", ge=8)
+    num_layers: int | None = opt(None, "transformer blocks", ge=1)
+    num_heads: int | None = opt(None, "attention heads", ge=1)
+    num_kv_heads: int | None = opt(None, "key/value heads (grouped-query attention)", ge=1)
+    intermediate_size: int | None = opt(None, "MLP width", ge=1)
+    max_seq_len: int | None = opt(None, "longest sequence the position embedding supports", ge=8)
+    num_experts: int | None = opt(None, "MoE: experts per layer", ge=1)
+    experts_per_token: int | None = opt(None, "MoE: top-k routing", ge=1)
+    router_aux_loss_coef: float | None = opt(None, "MoE: load-balancing loss weight", ge=0)
+    router_z_loss_coef: float | None = opt(None, "MoE: router z-loss weight", ge=0)
+
+    def check(self):
+        if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
+            yield "hidden_size", f"{self.hidden_size} is not divisible by num_heads={self.num_heads}", ""
+        if self.num_heads and self.num_kv_heads and self.num_heads % self.num_kv_heads:
+            yield "num_kv_heads", f"num_heads={self.num_heads} is not a multiple of {self.num_kv_heads}", ""
+        if self.num_experts and self.experts_per_token and self.experts_per_token > self.num_experts:
+            yield "experts_per_token", f"{self.experts_per_token} > num_experts={self.num_experts}", ""
+
+
+@dataclass(kw_only=True)
+class OptimSpec:
+    """AdamW with warmup and a decay schedule."""
+
+    lr: float = opt(1e-3, "peak learning rate", gt=0, le=1)
+    min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak", ge=0, le=1)
+    weight_decay: float = opt(0.1, "decoupled weight decay", ge=0)
+    beta1: float = opt(0.9, "Adam beta1", ge=0, lt=1)
+    beta2: float = opt(0.95, "Adam beta2", ge=0, lt=1)
+    eps: float = opt(1e-8, "Adam epsilon", gt=0)
+    warmup_steps: int = opt(10, "linear warmup steps", ge=0)
+    schedule: Literal["cosine", "wsd", "constant"] = opt("cosine", "decay after warmup; wsd = warmup-stable-decay")
+    decay_fraction: float = opt(0.2, "wsd: fraction of steps spent decaying", gt=0, le=1)
+    grad_clip: float = opt(1.0, "clip the global grad norm to this; 0 disables", ge=0)
+
+
+@dataclass(kw_only=True)
+class TrainSpec:
+    """The step loop: batch shape, length, ZeRO stage, checkpointing and evaluation cadence."""
+
+    max_steps: int = opt(100, "optimizer steps", ge=1)
+    micro_batch_size: int = opt(8, "sequences per worker per micro-step", ge=1)
+    grad_accum: int = opt(1, "micro-steps per optimizer step", ge=1)
+    seq_len: int = opt(128, "tokens per packed sequence", ge=8)
+    zero_stage: Literal[0, 1, 2, 3] = opt(0, "DeepSpeed ZeRO stage")
+    offload: Literal["none", "optimizer", "all"] = opt("none", "ZeRO CPU offload of optimizer state (and params at stage 3)")
+    precision: Literal["auto", "fp32", "bf16"] = opt("auto", "auto: bf16 on GPUs that support it, fp32 on CPU")
+    activation_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    eval_every: int = opt(50, "steps between validation passes; 0 disables", ge=0)
+    eval_batches: int = opt(4, "validation batches per pass", ge=1)
+    checkpoint_every: int = opt(50, "steps between checkpoints; 0: only at the end", ge=0)
+    keep_checkpoints: int = opt(2, "checkpoints kept (the newest)", ge=1)
+    max_failures: int = opt(2, "worker failures survived by restarting from the last checkpoint", ge=0)
+    log_every: int = opt(1, "steps between metric lines", ge=1)
+    val_fraction: float = opt(0.05, "held-out share of documents for validation", ge=0, lt=1)

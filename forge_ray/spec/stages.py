@@ -1,0 +1,345 @@
+"""One dataclass per stage kind. A spec file is one of these with ``kind`` and ``name``.
+
+Inputs from earlier stages are named by **run name** (``tokenizer: demo-tokenizer``): the
+run directory of that name under the storage root holds what the stage needs, and the
+reference becomes a parent in the new run's lineage. In a ``pipeline`` the stage names are
+run names too, so a later stage simply names an earlier one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceSpec, TrainSpec
+from forge_ray.spec.typed import opt
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(kw_only=True)
+class StageSpec:
+    """Fields every stage has."""
+
+    kind: str = opt(help="stage kind")
+    name: str = opt(help="run name: the run directory under the storage root; letters, digits, '-', '_', '.'")
+    description: str = opt("", "free text shown in run tables")
+    seed: int = opt(0, "seed for every random choice in the stage", ge=0)
+
+    KIND: ClassVar[str] = ""
+    #: fields whose value names another run (an input); validated and recorded as parents
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+
+    def check(self):
+        if self.kind != self.KIND:
+            yield "kind", f"must be {self.KIND!r} for this spec class, got {self.kind!r}", ""
+        if not _NAME.match(self.name or ""):
+            yield "name", f"{self.name!r} is not a valid run name", "use letters, digits, '-', '_' or '.', ≤100 chars"
+
+    def input_runs(self) -> dict[str, str]:
+        """Input field → run name, for the inputs that are set."""
+        return {f: getattr(self, f) for f in self.INPUTS if getattr(self, f)}
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+@dataclass(kw_only=True)
+class SpecialTokens:
+    """Special tokens; the chat tokens delimit turns in the chat template."""
+
+    bos: str = opt("<|bos|>", "beginning of sequence")
+    eos: str = opt("<|eos|>", "end of sequence / document separator")
+    pad: str = opt("<|pad|>", "padding")
+    chat: list[str] = opt(["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "chat-template tokens")
+    extra: list[str] = opt([], "more special tokens, e.g. domain markers")
+
+
+@dataclass(kw_only=True)
+class TokenizerStage(StageSpec):
+    """Train a byte-level BPE tokenizer on the organisation's corpus."""
+
+    KIND: ClassVar[str] = "tokenizer"
+    sources: list[SourceSpec] = opt(help="corpus to train on (text directories, jsonl fields, …)")
+    vocab_size: int = opt(4096, "vocabulary size including special tokens", ge=300, le=1_000_000)
+    min_frequency: int = opt(2, "minimum pair frequency for a merge", ge=1)
+    special_tokens: SpecialTokens = opt(default_factory=SpecialTokens, help="special tokens")
+    chat_template: str | None = opt(None, "Jinja chat template; unset: forge's built-in template")
+    heldout_fraction: float = opt(0.05, "share of documents held out to measure bytes/token", ge=0, lt=1)
+    max_documents: int | None = opt(None, "cap on documents read (a quick tokenizer on a huge corpus)", ge=1)
+
+    def check(self):
+        yield from super().check()
+        if not self.sources:
+            yield "sources", "needs at least one source", ""
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass(kw_only=True)
+class CleanSpec:
+    """Cleaning steps, in the order they run."""
+
+    exact_dedup: bool = opt(True, "drop documents whose normalised content hash was seen")
+    near_dedup: bool = opt(True, "drop near-duplicates found with MinHash LSH")
+    minhash_threshold: float = opt(0.8, "Jaccard similarity above which documents are near-duplicates", gt=0, le=1)
+    shingle_size: int = opt(5, "words per shingle for MinHash", ge=1)
+    num_perm: int = opt(128, "MinHash permutations", ge=16)
+    pii: bool = opt(True, "replace emails, phones, IPs, card numbers and keys with typed placeholders")
+    min_chars: int = opt(1, "drop documents shorter than this", ge=0)
+    max_chars: int | None = opt(None, "drop documents longer than this", ge=1)
+    decontaminate: list[str] = opt([], "eval files (jsonl) whose long n-grams must not appear in training data")
+    decontam_ngram: int = opt(13, "n-gram length for decontamination", ge=4)
+
+
+@dataclass(kw_only=True)
+class DataStage(StageSpec):
+    """Prepare a dataset: read, validate, clean, tokenize, pack, write Parquet shards."""
+
+    KIND: ClassVar[str] = "data"
+    INPUTS: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    sources: list[SourceSpec] = opt(help="inputs, mixed by weight")
+    tokenizer: str | None = opt(None, "tokenizer run (or HF tokenizer dir); unset: write cleaned text only")
+    on_error: Literal["fail", "skip"] = opt("fail", "bad rows fail the job, or go to quarantine.jsonl")
+    max_bad_fraction: float = opt(0.01, "with on_error=skip: fail if more than this share of rows is bad", ge=0, le=1)
+    clean: CleanSpec = opt(default_factory=CleanSpec, help="cleaning")
+    seq_len: int = opt(256, "packed sequence length in tokens", ge=8)
+    mix_total: int | None = opt(None, "rows to sample from the weighted mix; unset: all rows once", ge=1)
+
+    def check(self):
+        yield from super().check()
+        if not self.sources:
+            yield "sources", "needs at least one source", ""
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass(kw_only=True)
+class LoraSpec:
+    """Low-rank adapters; merged into the weights on export."""
+
+    enabled: bool = opt(False, "train LoRA adapters instead of all weights")
+    rank: int = opt(8, "adapter rank", ge=1)
+    alpha: float = opt(16.0, "scaling numerator", gt=0)
+    dropout: float = opt(0.0, "adapter dropout", ge=0, lt=1)
+    target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"], "module names to adapt")
+
+
+@dataclass(kw_only=True)
+class _TrainingStage(StageSpec):
+    data: list[SourceSpec] = opt(help="training data")
+    optim: OptimSpec = opt(default_factory=OptimSpec, help="optimiser and schedule")
+    train: TrainSpec = opt(default_factory=TrainSpec, help="step loop")
+    resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="workers")
+
+    def check(self):
+        yield from super().check()
+        if not self.data:
+            yield "data", "needs at least one source", ""
+
+
+@dataclass(kw_only=True)
+class PretrainStage(_TrainingStage):
+    """Pre-train a model from scratch (or continue from a run) on a corpus."""
+
+    KIND: ClassVar[str] = "pretrain"
+    INPUTS: ClassVar[tuple[str, ...]] = ("tokenizer", "init_from")
+    tokenizer: str = opt(help="tokenizer run name")
+    model: ModelSpec = opt(default_factory=ModelSpec, help="architecture")
+    init_from: str | None = opt(None, "start from this run's weights (continued pre-training)")
+
+
+@dataclass(kw_only=True)
+class SftStage(_TrainingStage):
+    """Supervised fine-tuning on chat data, loss on assistant tokens only."""
+
+    KIND: ClassVar[str] = "sft"
+    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    base: str = opt(help="run whose model is fine-tuned (pretrain or sft)")
+    lora: LoraSpec = opt(default_factory=LoraSpec, help="LoRA")
+    packing: bool = opt(True, "pack several conversations per sequence")
+
+
+@dataclass(kw_only=True)
+class DpoStage(_TrainingStage):
+    """Direct preference optimisation against a frozen reference."""
+
+    KIND: ClassVar[str] = "dpo"
+    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    base: str = opt(help="run whose model is the policy and the reference")
+    loss: Literal["sigmoid", "ipo", "cdpo"] = opt("sigmoid", "DPO loss variant")
+    beta: float = opt(0.1, "strength of the implicit KL constraint", gt=0)
+    label_smoothing: float = opt(0.0, "cdpo: assumed label-noise rate", ge=0, lt=0.5)
+    sft_coef: float = opt(0.0, "weight of an SFT term on chosen responses", ge=0)
+
+
+@dataclass(kw_only=True)
+class RewardModelStage(_TrainingStage):
+    """Bradley–Terry reward model with a scalar head on a pre-trained backbone."""
+
+    KIND: ClassVar[str] = "reward_model"
+    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    base: str = opt(help="backbone run")
+
+
+# ---------------------------------------------------------------------------- RL
+
+
+@dataclass(kw_only=True)
+class RolloutSpec:
+    """How responses are sampled."""
+
+    backend: Literal["auto", "vllm", "hf"] = opt("auto", "auto: vLLM when installed, else HF generate")
+    num_engines: int = opt(1, "rollout engines (actors)", ge=1)
+    tensor_parallel: int = opt(1, "GPUs per engine", ge=1)
+    n_samples: int = opt(4, "responses per prompt", ge=1)
+    temperature: float = opt(1.0, "sampling temperature", ge=0)
+    top_p: float = opt(1.0, "nucleus sampling", gt=0, le=1)
+    max_new_tokens: int = opt(32, "longest response", ge=1)
+    stop: list[str] = opt([], "stop strings")
+
+
+@dataclass(kw_only=True)
+class RLStage(StageSpec):
+    """Reinforcement learning of a policy with PPO, GRPO or REINFORCE++."""
+
+    KIND: ClassVar[str] = "rl"
+    INPUTS: ClassVar[tuple[str, ...]] = ("policy", "reward_model")
+    policy: str = opt(help="run whose model is the initial policy (and reference)")
+    algo: Literal["ppo", "grpo", "reinforce++"] = opt("grpo", "algorithm")
+    prompts: list[SourceSpec] = opt(help="prompts (format prompt_answer)")
+    reward_model: str | None = opt(None, "reward-model run")
+    reward_funcs: list[str] = opt(["exact_match"], "reward functions by registered name")
+    rollout: RolloutSpec = opt(default_factory=RolloutSpec, help="sampling")
+    kl_coef: float = opt(0.01, "KL penalty to the reference", ge=0)
+    clip_eps: float = opt(0.2, "policy-ratio clip", gt=0)
+    prompts_per_step: int = opt(8, "prompts per RL step", ge=1)
+    max_steps: int = opt(20, "RL steps", ge=1)
+    optim: OptimSpec = opt(default_factory=lambda: OptimSpec(lr=1e-5, warmup_steps=0), help="policy optimiser")
+    resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy workers")
+
+    def check(self):
+        yield from super().check()
+        if not self.prompts:
+            yield "prompts", "needs at least one source", ""
+
+
+# ---------------------------------------------------------------------------- eval
+
+
+@dataclass(kw_only=True)
+class TaskSpec:
+    """A task suite from a JSONL file with a scorer."""
+
+    name: str = opt(help="task name in the report")
+    path: str = opt(help="JSONL with 'prompt' and 'answer' (or 'choices')")
+    scorer: str = opt("exact_match", "exact_match, normalized_match, contains, regex, numeric, choice_loglik, or a reward fn")
+    few_shot: int = opt(0, "examples prepended from the same file", ge=0)
+    max_new_tokens: int = opt(32, "generation length", ge=1)
+    limit: int | None = opt(None, "use only the first N items", ge=1)
+
+
+@dataclass(kw_only=True)
+class EvalStage(StageSpec):
+    """Evaluate one or more models and compare them side by side."""
+
+    KIND: ClassVar[str] = "eval"
+    models: list[str] = opt(help="run names or HF model directories")
+    tasks: list[TaskSpec] = opt([], "task suites")
+    perplexity: list[SourceSpec] = opt([], "held-out text for perplexity and bits-per-byte")
+    judge: Literal["none", "reference", "reward_model", "rubric"] = opt("reference", "pairwise judge")
+    judge_model: str | None = opt(None, "reward-model or rubric model run")
+
+    def check(self):
+        yield from super().check()
+        if not self.models:
+            yield "models", "needs at least one model", ""
+
+    def input_runs(self) -> dict[str, str]:
+        return {f"models[{i}]": m for i, m in enumerate(self.models)}
+
+
+# ---------------------------------------------------------------------------- sweep
+
+
+@dataclass(kw_only=True)
+class ParamSpace:
+    """The distribution of one hyper-parameter."""
+
+    type: Literal["choice", "grid", "uniform", "loguniform", "randint"] = opt(help="distribution")
+    values: list[Any] = opt([], "choice/grid values")
+    low: float | None = opt(None, "lower bound")
+    high: float | None = opt(None, "upper bound")
+
+    def check(self):
+        if self.type in ("choice", "grid") and not self.values:
+            yield "values", f"{self.type} needs values", ""
+        if self.type in ("uniform", "loguniform", "randint"):
+            if self.low is None or self.high is None:
+                yield "low", f"{self.type} needs low and high", ""
+            elif self.low >= self.high:
+                yield "low", f"low={self.low} must be < high={self.high}", ""
+            elif self.type == "loguniform" and self.low <= 0:
+                yield "low", "loguniform needs low > 0", ""
+
+
+@dataclass(kw_only=True)
+class SweepStage(StageSpec):
+    """Search hyper-parameters of a training spec with Ray Tune."""
+
+    KIND: ClassVar[str] = "sweep"
+    base: dict[str, Any] = opt(help="a training spec (any kind) whose keys are searched")
+    space: dict[str, ParamSpace] = opt(help="dotted key of the base spec → distribution")
+    metric: str = opt("val_loss", "metric to optimise")
+    mode: Literal["min", "max"] = opt("min", "minimise or maximise")
+    num_samples: int = opt(4, "trials", ge=1)
+    max_concurrent: int = opt(1, "trials at once", ge=1)
+    scheduler: Literal["fifo", "asha", "pbt"] = opt("fifo", "trial scheduler")
+    search: Literal["random", "grid", "optuna"] = opt("random", "search algorithm")
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+class AnyStage:
+    """Marker type: a nested spec of any kind, chosen by its ``kind`` key."""
+
+    __forge_polymorphic__ = True
+
+
+@dataclass(kw_only=True)
+class PipelineStage(StageSpec):
+    """Stages run in order; a stage names an earlier one's run as its input."""
+
+    KIND: ClassVar[str] = "pipeline"
+    stages: list[AnyStage] = opt(help="the stages, in order")
+    stop_on_failure: bool = opt(True, "stop at the first failed stage")
+
+    def check(self):
+        yield from super().check()
+        if not self.stages:
+            yield "stages", "needs at least one stage", ""
+        seen: set[str] = set()
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage, StageSpec):
+                continue
+            if isinstance(stage, PipelineStage):
+                yield f"stages[{i}].kind", "a pipeline cannot contain a pipeline", ""
+            if stage.name in seen:
+                yield f"stages[{i}].name", f"run name {stage.name!r} is used twice", "give each stage its own name"
+            later = {s.name for s in self.stages[i + 1:] if isinstance(s, StageSpec)}
+            for field_name, run in stage.input_runs().items():
+                if run in later and run not in seen:
+                    yield f"stages[{i}].{field_name}", f"names {run!r}, which runs later in the pipeline", \
+                        "move that stage earlier"
+            seen.add(stage.name)
+
+
+STAGES: dict[str, type[StageSpec]] = {
+    cls.KIND: cls
+    for cls in (TokenizerStage, DataStage, PretrainStage, SftStage, DpoStage, RewardModelStage, RLStage,
+                EvalStage, SweepStage, PipelineStage)
+}

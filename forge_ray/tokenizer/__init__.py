@@ -1,0 +1,1 @@
+"""Tokenizer training on the user's corpus."""
