@@ -300,6 +300,17 @@ class SweepStage(StageSpec):
     scheduler: Literal["fifo", "asha", "pbt"] = opt("fifo", "trial scheduler")
     search: Literal["random", "grid", "optuna"] = opt("random", "search algorithm")
 
+    def check(self):
+        yield from super().check()
+        from forge_ray.spec.load import build_spec  # late: load imports this module
+        from forge_ray.spec.typed import SpecError
+
+        try:
+            build_spec(self.base)
+        except SpecError as exc:
+            for p in exc.problems:
+                yield f"base.{p.path}" if p.path else "base", p.message, p.hint
+
 
 # ---------------------------------------------------------------------------- pipeline
 
@@ -323,7 +334,7 @@ class PipelineStage(StageSpec):
         if not self.stages:
             yield "stages", "needs at least one stage", ""
         seen: set[str] = set()
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self.stages or []):
             if not isinstance(stage, StageSpec):
                 continue
             if isinstance(stage, PipelineStage):

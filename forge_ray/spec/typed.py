@@ -185,14 +185,15 @@ class _Loader:
         for name, f in fields.items():
             if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
                 self.fail(_join(path, name), "is required", f.metadata.get("help", ""))
-        try:
-            obj = cls(**kwargs)
-        except TypeError:
-            return None
+                kwargs[name] = None  # placeholder so cross-field checks still report their problems
+        obj = cls(**kwargs)
         check = getattr(obj, "check", None)
         if callable(check):
-            for sub, message, hint in check():
-                self.fail(_join(path, sub) if sub else path, message, hint)
+            try:
+                for sub, message, hint in check():
+                    self.fail(_join(path, sub) if sub else path, message, hint)
+            except (TypeError, AttributeError):  # a check tripping over an already-reported problem
+                pass
         return obj
 
 
@@ -224,7 +225,7 @@ def json_schema(tp: Any, definitions: dict, polymorphic: dict[str, type] | None 
     if tp is type(None):
         return {"type": "null"}
     if isinstance(tp, type) and getattr(tp, "__forge_polymorphic__", False):
-        return {"oneOf": [{"$ref": f"#/$defs/{c.__name__}"} for c in (polymorphic or {}).values()]}
+        return {"oneOf": [json_schema(c, definitions, polymorphic) for c in (polymorphic or {}).values()]}
     if dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in definitions:

@@ -1,0 +1,103 @@
+"""Shared fixtures: one demo corpus and one Ray cluster per test session.
+
+The Ray cluster is a real ``ray start --head`` on loopback (with the dashboard, so the Jobs
+API is real too), started once and reused by every test that needs Ray; tests that run
+stages in-process connect to it with ``ray.init(address=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def forge(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the ``forge`` CLI as a user would, capturing output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(VENV_BIN / "forge"), *args], capture_output=True, text=True, cwd=REPO,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from forge_ray.demo.corpus import write_demo_data
+
+    out = tmp_path_factory.mktemp("demo-data")
+    write_demo_data(out, seed=0)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A head node on loopback: ``{"gcs": "127.0.0.1:P", "dashboard": "http://127.0.0.1:D"}``."""
+    gcs_port, dash_port = _free_port(), _free_port()
+    ray = str(VENV_BIN / "ray")
+    cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true",
+           "--disable-usage-stats"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+    info = {"gcs": f"127.0.0.1:{gcs_port}", "dashboard": f"http://127.0.0.1:{dash_port}"}
+    _wait_for_jobs_api(info["dashboard"])
+    yield info
+    import ray as ray_mod
+
+    if ray_mod.is_initialized():
+        ray_mod.shutdown()
+    subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _wait_for_jobs_api(address: str, timeout: float = 120) -> None:
+    from forge_ray.api import _jobs_client
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            _jobs_client(address).list_jobs()
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_cluster):
+    """This test process connected as a driver to the session's cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster["gcs"], logging_level="WARNING")
+    return ray_cluster
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture
+def storage(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,77 @@
+"""Run directories: manifest lifecycle, resume vs refuse, atomic writes, storage root choice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from forge_ray.runs import RunError, RunExistsError, Storage, storage_root
+
+SPEC_A = "kind: tokenizer\nname: r\nvocab_size: 1000\n"
+SPEC_B = "kind: tokenizer\nname: r\nvocab_size: 2000\n"
+
+
+def test_storage_root_precedence(monkeypatch):
+    monkeypatch.delenv("FORGE_STORAGE", raising=False)
+    assert storage_root() == "./forge_runs"
+    monkeypatch.setenv("FORGE_STORAGE", "/env/root")
+    assert storage_root() == "/env/root"
+    assert storage_root("/flag/root") == "/flag/root"
+
+
+def test_lifecycle_success(storage):
+    run = Storage(str(storage)).run("r")
+    m = run.create_or_resume("tokenizer", SPEC_A, parents=["p1"], fingerprints={"src": "abc"})
+    assert m["status"] == "running" and m["parents"] == ["p1"] and m["fingerprints"] == {"src": "abc"}
+    assert (storage / "r" / "spec.yaml").read_text() == SPEC_A
+    run.log_metrics(1, loss=2.5)
+    run.log_metrics(2, loss=2.0)
+    m = run.succeed({"loss": 2.0}, {"model": "model"})
+    on_disk = json.loads((storage / "r" / "manifest.json").read_text())
+    assert on_disk == m
+    for key in ("name", "kind", "status", "parents", "started_at", "ended_at", "metrics", "error"):
+        assert key in on_disk
+    assert on_disk["status"] == "succeeded" and on_disk["ended_at"] and on_disk["error"] is None
+    assert [r["loss"] for r in run.metrics()] == [2.5, 2.0]
+    assert not list((storage / "r").glob("*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_failure_records_machine_readable_error(storage):
+    run = Storage(str(storage)).run("r")
+    run.create_or_resume("tokenizer", SPEC_A, [])
+    m = run.fail(RunError("data", "corpus/a.jsonl:3: malformed JSON", "fix the line"))
+    assert m["status"] == "failed"
+    assert m["error"] == {"kind": "data", "message": "corpus/a.jsonl:3: malformed JSON", "hint": "fix the line"}
+
+
+def test_same_spec_resumes_and_changed_spec_is_refused(storage):
+    store = Storage(str(storage))
+    store.run("r").create_or_resume("tokenizer", SPEC_A, [])
+    store.run("r").fail(RunError("runtime", "killed"))
+    m = store.run("r").create_or_resume("tokenizer", SPEC_A, [])
+    assert m["status"] == "running" and m["attempts"] == 2 and m["resumed_at"]
+    before = (storage / "r" / "manifest.json").read_text()
+    with pytest.raises(RunExistsError, match="different spec"):
+        store.run("r").create_or_resume("tokenizer", SPEC_B, [])
+    assert (storage / "r" / "manifest.json").read_text() == before  # nothing touched
+    assert (storage / "r" / "spec.yaml").read_text() == SPEC_A
+
+
+def test_list_runs(storage):
+    store = Storage(str(storage))
+    for name in ("a", "b"):
+        store.run(name).create_or_resume("tokenizer", SPEC_A.replace("name: r", f"name: {name}"), [])
+    (storage / "not-a-run").mkdir()
+    assert sorted(m["name"] for m in store.list_runs()) == ["a", "b"]
+    assert Storage(str(storage / "missing")).list_runs() == []
+
+
+def test_remote_style_uri(tmp_path):
+    store = Storage(f"file://{tmp_path}")
+    run = store.run("r")
+    run.create_or_resume("tokenizer", SPEC_A, [])
+    with run.local_dir("out") as d:
+        (d / "x.txt").write_text("hi")
+    assert (tmp_path / "r" / "out" / "x.txt").read_text() == "hi"
+    assert store.exists("r")
