@@ -74,7 +74,7 @@ def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:
 def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
              check_inputs: bool = True) -> Preflight:
     """Type-check the spec and (optionally) that its input runs exist and succeeded."""
-    from forge_ray.runner import RUNNERS, input_problems
+    from forge_ray.runner import RUNNERS, input_problems, source_problems
     from forge_ray.spec import PipelineStage
 
     try:
@@ -88,7 +88,8 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
     for i, stage in enumerate(stages):
         prefix = f"stages[{i}]." if stage is not typed else ""
         if check_inputs:
-            problems += [Problem(prefix + p.path, p.message, p.hint) for p in input_problems(stage, store, made)]
+            found = input_problems(stage, store, made) + source_problems(stage)
+            problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
         if stage.kind not in RUNNERS:
             problems.append(Problem(prefix + "kind", f"kind {stage.kind!r} cannot run in this version yet",
                                     f"runnable kinds: {', '.join(RUNNERS)}"))

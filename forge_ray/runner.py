@@ -8,6 +8,7 @@ imported lazily so that importing forge_ray stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -50,11 +51,13 @@ class Context:
 
     def ensure_ray(self) -> None:
         """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray, once per process."""
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            use_token_auth_if_available()  # before `import ray`: Ray reads the auth mode at import
         import ray
 
         if ray.is_initialized():
             return
-        address = self.address or os.environ.get("RAY_ADDRESS")
         kwargs = {"log_to_driver": True, "logging_level": logging.WARNING, **self.ray_init_kwargs}
         if address:
             ray.init(address=address, **kwargs)
@@ -69,6 +72,14 @@ class Context:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.show_progress, leave=False)
+
+
+def use_token_auth_if_available() -> None:
+    """Ray 2.60 sends its auth token to an explicitly addressed cluster only when
+    ``RAY_AUTH_MODE=token``; turn that on when a token exists and the user chose no mode."""
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_path)):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def runnable_kinds() -> list[str]:
@@ -89,6 +100,21 @@ def input_problems(spec: StageSpec, storage: Storage, produced_earlier: set[str]
         if status != "succeeded":
             problems.append(Problem(field_name, f"run {run_name!r} has status {status!r}, not 'succeeded'",
                                     f"see: forge status {run_name}"))
+    return problems
+
+
+def source_problems(spec: StageSpec) -> list[Problem]:
+    """Local source paths that don't exist (remote URIs are checked when read)."""
+    from forge_ray.spec.sections import SourceSpec
+
+    problems = []
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        for i, src in enumerate(value if isinstance(value, list) else []):
+            if isinstance(src, SourceSpec) and "://" not in src.path and not any(c in src.path for c in "*?["):
+                if not os.path.exists(src.path):
+                    problems.append(Problem(f"{f.name}[{i}].path", f"{src.path!r} does not exist",
+                                            "check the path (and FORGE_DEMO_DATA for the demo specs)"))
     return problems
 
 
@@ -135,7 +161,7 @@ class _RunLogHandler(logging.Handler):
 def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozenset()) -> dict:
     """Run ``spec`` to completion; returns the final manifest. Raises on failure (after recording it)."""
     fn = _stage_fn(spec.kind)
-    problems = input_problems(spec, ctx.storage, produced_earlier)
+    problems = input_problems(spec, ctx.storage, produced_earlier) + source_problems(spec)
     if problems:
         raise SpecError(problems)
     run = ctx.storage.run(spec.name)

@@ -127,11 +127,21 @@ class RunDir:
 
     @contextlib.contextmanager
     def local_dir(self, rel: str) -> Iterator[Path]:
-        """A local directory for an output; uploaded to ``rel`` on success when storage is remote."""
+        """A local directory to write an output into; it appears at ``rel`` only on success.
+
+        Locally it is a hidden sibling renamed into place; on remote storage a temporary
+        directory uploaded at the end. Either way a failed stage leaves no half output."""
         if self.storage.is_local:
-            path = Path(self.file(rel))
-            path.mkdir(parents=True, exist_ok=True)
-            yield path
+            final = Path(self.file(rel))
+            tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+            try:
+                yield tmp
+                if final.exists():
+                    shutil.rmtree(final)
+                tmp.rename(final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             return
         tmp = Path(tempfile.mkdtemp(prefix="forge-out-"))
         try:

@@ -52,7 +52,9 @@ def ray_cluster(tmp_path_factory):
     cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true",
            "--disable-usage-stats"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+    # the venv's python first on PATH, as on a cluster image: job entrypoints run `python`
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(cmd, check=True, capture_output=True, timeout=180, env=env)
     info = {"gcs": f"127.0.0.1:{gcs_port}", "dashboard": f"http://127.0.0.1:{dash_port}"}
     _wait_for_jobs_api(info["dashboard"])
     yield info
@@ -82,7 +84,10 @@ def ray_connected(ray_cluster):
     """This test process connected as a driver to the session's cluster."""
     import ray
 
+    from forge_ray.runner import use_token_auth_if_available
+
     if not ray.is_initialized():
+        use_token_auth_if_available()
         ray.init(address=ray_cluster["gcs"], logging_level="WARNING")
     return ray_cluster
 

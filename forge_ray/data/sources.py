@@ -198,18 +198,36 @@ def iter_texts(sources: list[SourceSpec]) -> Iterator[dict[str, Any]]:
 
 
 def _file_texts(row: dict) -> list[dict]:
+    """Documents of one file. A bad record becomes an *error row* (not an exception) so it
+    crosses Ray intact with its file and line, and the consumer decides: fail or quarantine."""
     sf = SourceFile(**json.loads(row["file"]))
-    return [{"text": text_of(rec, sf, line), "file": sf.path, "line": line, "source": sf.source_index}
-            for line, rec in iter_records(sf)]
+    out = []
+    try:
+        for line, rec in iter_records(sf):
+            out.append({"text": text_of(rec, sf, line), "file": sf.path, "line": line, "source": sf.source_index,
+                        "error": ""})
+    except DataError as exc:
+        out.append({"text": "", "file": exc.file, "line": exc.line if exc.line is not None else -1,
+                    "source": sf.source_index, "error": json.dumps([exc.problem, exc.hint])})
+    return out
 
 
 def text_dataset(sources: list[SourceSpec]):
-    """A Ray Data dataset of documents (text + origin), read in parallel, one task per file batch."""
+    """A Ray Data dataset of documents (text + origin + error), read in parallel, one task per file."""
     import ray.data
 
     files = [sf for i, spec in enumerate(sources) for sf in expand_source(spec, i)]
     items = [{"file": json.dumps(sf.__dict__)} for sf in files]
     return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64))).flat_map(_file_texts)
+
+
+def raise_on_error_rows(rows: Iterator[dict]) -> Iterator[dict]:
+    """Pass documents through; raise :class:`DataError` at the first error row."""
+    for row in rows:
+        if row["error"]:
+            problem, hint = json.loads(row["error"])
+            raise DataError(row["file"], row["line"] if row["line"] >= 0 else None, problem, hint)
+        yield row
 
 
 def unwrap_data_error(exc: BaseException) -> DataError | None:

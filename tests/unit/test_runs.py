@@ -75,3 +75,17 @@ def test_remote_style_uri(tmp_path):
         (d / "x.txt").write_text("hi")
     assert (tmp_path / "r" / "out" / "x.txt").read_text() == "hi"
     assert store.exists("r")
+
+
+def test_output_dir_appears_only_on_success(storage):
+    run = Storage(str(storage)).run("r")
+    run.create_or_resume("tokenizer", SPEC_A, [])
+    with pytest.raises(RuntimeError):
+        with run.local_dir("model") as d:
+            (d / "weights.bin").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert not (storage / "r" / "model").exists()
+    assert [p.name for p in (storage / "r").iterdir() if p.name.startswith(".")] == []
+    with run.local_dir("model") as d:
+        (d / "weights.bin").write_text("whole")
+    assert (storage / "r" / "model" / "weights.bin").read_text() == "whole"
