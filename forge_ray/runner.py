@@ -8,13 +8,15 @@ imported lazily so that importing forge_ray stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
 import os
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from forge_ray.runs import RunDir, RunError, RunExistsError, Storage
 from forge_ray.spec import SpecError, StageSpec, spec_to_yaml
@@ -25,6 +27,7 @@ log = logging.getLogger("forge_ray")
 #: kind → "module:function"; kinds missing here are not runnable in this version yet
 RUNNERS: dict[str, str] = {
     "tokenizer": "forge_ray.tokenizer.stage:run",
+    "data": "forge_ray.data.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }
 
@@ -80,6 +83,21 @@ def use_token_auth_if_available() -> None:
     token_path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
     if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_path)):
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextlib.contextmanager
+def input_dir(ctx: "Context", ref: str, output: str) -> Iterator[Path]:
+    """A local directory for an input: a run's named output (fetched when storage is remote),
+    or ``ref`` itself when it is a local directory (e.g. an HF tokenizer/model folder)."""
+    if os.path.isdir(ref) and not ctx.storage.exists(ref):
+        yield Path(ref)
+        return
+    run = ctx.storage.run(ref)
+    outputs = run.manifest().get("outputs", {})
+    if output not in outputs:
+        raise InputError(f"run {ref!r} has no {output!r} output (it has: {', '.join(outputs) or 'none'})")
+    with run.fetch_dir(outputs[output]) as path:
+        yield path
 
 
 def runnable_kinds() -> list[str]:

@@ -114,120 +114,131 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def iter_records(sf: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line or row number, record) for every record of a file; raises :class:`DataError`."""
+def iter_records(sf: SourceFile) -> Iterator[tuple[int | None, dict | DataError]]:
+    """(line or row number, record or the DataError for that line) for every record of a file.
+
+    A bad line does not stop the file: it is yielded as a DataError so that the caller can
+    fail on it or quarantine exactly that line. A file that cannot be read at all (empty,
+    not UTF-8 text, unparsable table) yields a single error."""
     data = _read_bytes(sf.path)
     if not data.strip():
-        raise DataError(sf.path, None, "file is empty")
-    if sf.type in ("jsonl", "json", "text"):
+        yield None, DataError(sf.path, None, "file is empty")
+        return
+    if sf.type == "text":
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            raise DataError(sf.path, line, f"invalid UTF-8 at byte {exc.start}", "re-encode the file as UTF-8") from None
-    if sf.type == "text":
-        yield 1, {"text": text, "path": sf.rel, "language": LANGUAGES.get(PurePosixPath(sf.rel).suffix.lower(), "text")}
+            yield line, DataError(sf.path, line, f"invalid UTF-8 at byte {exc.start}", "re-encode the file as UTF-8")
+            return
+        yield 1, {"text": text}
     elif sf.type == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield number, DataError(sf.path, number, f"invalid UTF-8 at column {exc.start + 1}",
+                                        "re-encode the file as UTF-8")
+                continue
             except json.JSONDecodeError as exc:
-                raise DataError(sf.path, number, f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+                yield number, DataError(sf.path, number, f"malformed JSON: {exc.msg} at column {exc.colno}")
+                continue
             if not isinstance(record, dict):
-                raise DataError(sf.path, number, f"expected a JSON object, got {type(record).__name__}")
+                yield number, DataError(sf.path, number, f"expected a JSON object, got {type(record).__name__}")
+                continue
             yield number, record
     elif sf.type == "json":
         try:
-            records = json.loads(text)
+            records = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield None, DataError(sf.path, data[: exc.start].count(b"\n") + 1, "invalid UTF-8")
+            return
         except json.JSONDecodeError as exc:
-            raise DataError(sf.path, exc.lineno, f"malformed JSON: {exc.msg}") from None
+            yield exc.lineno, DataError(sf.path, exc.lineno, f"malformed JSON: {exc.msg}")
+            return
         if not isinstance(records, list):
-            raise DataError(sf.path, None, "a .json source must hold a list of objects", "or use .jsonl")
+            yield None, DataError(sf.path, None, "a .json source must hold a list of objects", "or use .jsonl")
+            return
         for i, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise DataError(sf.path, i, f"item {i}: expected an object, got {type(record).__name__}")
-            yield i, record
+            ok = isinstance(record, dict)
+            yield i, record if ok else DataError(sf.path, i, f"item {i}: expected an object, got {type(record).__name__}")
     else:
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(data)) if sf.type == "parquet" else pacsv.read_csv(io.BytesIO(data))
+        try:
+            table = pq.read_table(io.BytesIO(data)) if sf.type == "parquet" else pacsv.read_csv(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - any parser failure is a data problem of this file
+            yield None, DataError(sf.path, None, f"cannot read as {sf.type}: {exc}")
+            return
         for i, record in enumerate(table.to_pylist()):
             yield i + (2 if sf.type == "csv" else 0), record  # csv: line 1 is the header
 
 
-def text_of(record: dict, sf: SourceFile, line: int) -> str:
-    """The training text of a record in the source's format (for tokenizers and pre-training)."""
-    fmt = sf.format
-    if fmt == "text":
-        key = "text" if sf.type == "text" else sf.field
-        return _typed(record, key, str, sf, line)
-    if fmt == "chat":
-        messages = _typed(record, "messages", list, sf, line)
-        parts = []
-        for j, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                raise DataError(sf.path, line, f"messages[{j}] needs a string 'content'")
-            parts.append(m["content"])
-        return "\n".join(parts)
-    if fmt == "preference":
-        return "\n".join(_typed(record, k, str, sf, line) for k in ("prompt", "chosen", "rejected"))
-    if fmt == "prompt_answer":
-        return "\n".join(str(_typed(record, k, (str, int, float), sf, line)) for k in ("prompt", "answer"))
-    return _typed(record, "text", str, sf, line)  # image_text: the caption
+def document_rows(sf: SourceFile) -> Iterator[dict[str, Any]]:
+    """Normalised rows of a file; bad records become error rows carrying file, line, problem."""
+    from forge_ray.data.formats import RecordError, normalize
+
+    base_dir = sf.path.rsplit("/", 1)[0]
+    meta = json.dumps({"path": sf.rel, "language": LANGUAGES.get(PurePosixPath(sf.rel).suffix.lower(), "text")})
+    for line, rec in iter_records(sf):
+        row = {"doc_id": f"{sf.source_index}:{sf.rel}:{line}", "source": sf.source_index, "file": sf.path,
+               "line": -1 if line is None else line, "text": "", "payload": "", "meta": meta, "error": ""}
+        if isinstance(rec, DataError):
+            row["error"] = json.dumps([rec.problem, rec.hint])
+        else:
+            try:
+                text, payload = normalize(rec, "text" if sf.type == "text" else sf.format,
+                                          "text" if sf.type == "text" else sf.field, base_dir)
+                row["text"] = text
+                row["payload"] = json.dumps(_jsonable(payload), ensure_ascii=False) if payload else ""
+            except RecordError as exc:
+                row["error"] = json.dumps([exc.problem, exc.hint])
+        yield row
 
 
-def _typed(record: dict, key: str, types, sf: SourceFile, line: int):
-    if key not in record:
-        raise DataError(sf.path, line, f"missing field {key!r}", f"fields present: {sorted(record)}")
-    value = record[key]
-    if not isinstance(value, types) or isinstance(value, bool):
-        want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
-        raise DataError(sf.path, line, f"field {key!r} must be {want}, got {type(value).__name__}")
-    return value
+def _jsonable(payload: dict) -> dict:
+    import base64
+
+    return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in payload.items()}
+
+
+def row_error(row: dict) -> DataError | None:
+    if not row["error"]:
+        return None
+    problem, hint = json.loads(row["error"])
+    return DataError(row["file"], row["line"] if row["line"] >= 0 else None, problem, hint)
+
+
+def raise_on_error_rows(rows: Iterator[dict]) -> Iterator[dict]:
+    """Pass rows through; raise :class:`DataError` at the first error row."""
+    for row in rows:
+        error = row_error(row)
+        if error is not None:
+            raise error
+        yield row
 
 
 def iter_texts(sources: list[SourceSpec]) -> Iterator[dict[str, Any]]:
-    """Every document's text with its origin, in a deterministic order (single process)."""
+    """Every document's row in a deterministic order, single process; raises on bad rows."""
     for i, spec in enumerate(sources):
         for sf in expand_source(spec, i):
-            for line, record in iter_records(sf):
-                yield {"text": text_of(record, sf, line), "file": sf.path, "line": line, "source": i}
+            yield from raise_on_error_rows(document_rows(sf))
 
 
-def _file_texts(row: dict) -> list[dict]:
-    """Documents of one file. A bad record becomes an *error row* (not an exception) so it
-    crosses Ray intact with its file and line, and the consumer decides: fail or quarantine."""
-    sf = SourceFile(**json.loads(row["file"]))
-    out = []
-    try:
-        for line, rec in iter_records(sf):
-            out.append({"text": text_of(rec, sf, line), "file": sf.path, "line": line, "source": sf.source_index,
-                        "error": ""})
-    except DataError as exc:
-        out.append({"text": "", "file": exc.file, "line": exc.line if exc.line is not None else -1,
-                    "source": sf.source_index, "error": json.dumps([exc.problem, exc.hint])})
-    return out
+def _file_rows(row: dict) -> list[dict]:
+    return list(document_rows(SourceFile(**json.loads(row["file"]))))
 
 
-def text_dataset(sources: list[SourceSpec]):
-    """A Ray Data dataset of documents (text + origin + error), read in parallel, one task per file."""
+def source_dataset(sources: list[SourceSpec]):
+    """A Ray Data dataset of normalised rows (error rows included), one read task per file."""
     import ray.data
 
     files = [sf for i, spec in enumerate(sources) for sf in expand_source(spec, i)]
     items = [{"file": json.dumps(sf.__dict__)} for sf in files]
-    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64))).flat_map(_file_texts)
-
-
-def raise_on_error_rows(rows: Iterator[dict]) -> Iterator[dict]:
-    """Pass documents through; raise :class:`DataError` at the first error row."""
-    for row in rows:
-        if row["error"]:
-            problem, hint = json.loads(row["error"])
-            raise DataError(row["file"], row["line"] if row["line"] >= 0 else None, problem, hint)
-        yield row
+    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200))).flat_map(_file_rows)
 
 
 def unwrap_data_error(exc: BaseException) -> DataError | None:

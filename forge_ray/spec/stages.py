@@ -105,7 +105,11 @@ class DataStage(StageSpec):
     on_error: Literal["fail", "skip"] = opt("fail", "bad rows fail the job, or go to quarantine.jsonl")
     max_bad_fraction: float = opt(0.01, "with on_error=skip: fail if more than this share of rows is bad", ge=0, le=1)
     clean: CleanSpec = opt(default_factory=CleanSpec, help="cleaning")
+    layout: Literal["auto", "pretrain", "sft", "preference", "prompt"] = opt(
+        "auto", "what rows are for; auto: from the sources' format (text → pretrain, chat → sft, …)")
     seq_len: int = opt(256, "packed sequence length in tokens", ge=8)
+    packing: bool = opt(True, "sft: pack several conversations per row")
+    shard_rows: int = opt(4096, "rows per Parquet shard of the prepared dataset", ge=1)
     mix_total: int | None = opt(None, "rows to sample from the weighted mix; unset: all rows once", ge=1)
 
     def check(self):

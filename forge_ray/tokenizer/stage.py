@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from forge_ray.data.sources import expand_source, fingerprint, raise_on_error_rows, text_dataset
+from forge_ray.data.sources import expand_source, fingerprint, raise_on_error_rows, source_dataset
 from forge_ray.runner import Context, StageResult
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import TokenizerStage
@@ -21,7 +21,7 @@ def run(spec: TokenizerStage, run: RunDir, ctx: Context) -> StageResult:
     import ray.data
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # deterministic merges
-    docs = raise_on_error_rows(text_dataset(spec.sources).iter_rows())
+    docs = raise_on_error_rows(source_dataset(spec.sources).iter_rows())
     with ctx.progress("tokenizer: reading documents", unit="doc") as bar, run.local_dir("tokenizer") as out:
         metrics = train_tokenizer(spec, docs, out, progress=lambda n: bar.update(1))
     log.info("tokenizer: %d docs, vocab %d, %.2f bytes/token on held-out text", metrics["train_docs"],

@@ -10,7 +10,7 @@ from forge_ray.spec.sections import SourceSpec
 CASES = {
     "truncated_json": (b'{"text": "ok"}\n{"text": "cut\n', "a.jsonl", 2, "malformed JSON"),
     "missing_field": (b'{"text": "ok"}\n{"body": "x"}\n', "a.jsonl", 2, "missing field 'text'"),
-    "wrong_type": (b'{"text": "ok"}\n{"text": "ok"}\n{"text": 5}\n', "a.jsonl", 3, "must be str, got int"),
+    "wrong_type": (b'{"text": "ok"}\n{"text": "ok"}\n{"text": 5}\n', "a.jsonl", 3, "must be a string, got int"),
     "bad_utf8": (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', "a.jsonl", 2, "invalid UTF-8"),
     "empty_file": (b"", "a.jsonl", None, "file is empty"),
     "not_an_object": (b'{"text": "ok"}\n[1, 2]\n', "a.jsonl", 2, "expected a JSON object"),

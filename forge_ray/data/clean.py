@@ -1,0 +1,173 @@
+"""Cleaning primitives as pure functions: PII scrubbing, normalisation for exact dedup,
+MinHash signatures and LSH banding for near-duplicates, n-grams for decontamination.
+
+They run inside Ray Data ``map_batches`` (see :mod:`forge_ray.data.pipeline`) and are
+tested on their own. No Ray imports here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import numpy as np
+
+# ------------------------------------------------------------------ PII
+
+_LUHN_CANDIDATE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+PII_PATTERNS: list[tuple[str, re.Pattern]] = [
+    ("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)),
+    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
+    ("API_KEY", re.compile(r"\b(?:sk|pk|rk)[-_](?:live[-_]|test[-_])?[A-Za-z0-9]{16,}\b"
+                           r"|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b"
+                           r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b")),
+    ("IP_ADDRESS", re.compile(r"\b(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                              r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)")),
+    ("PHONE", re.compile(r"(?<![\w-])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)|\d{1,4})[ .-]?|\(\d{2,4}\)[ .-]?|\d{3}[ .-])"
+                         r"\d{3,4}[ .-]\d{3,4}(?![\w-])")),
+]
+# `password = "..."`, `api_key: ...`: keep the name, hide the value
+_SECRET_ASSIGNMENT = re.compile(r"(?i)\b(\w*(?:api[_-]?key|secret|token|password|passwd)\w*\s*[:=]\s*['\"]?)"
+                                r"([A-Za-z0-9_\-+/=.]{8,})")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = int(ch)
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
+    """Replace PII with typed placeholders (``<EMAIL>``, ``<PHONE>``, …); returns counts."""
+    counts: dict[str, int] = {}
+
+    def card(m: re.Match) -> str:
+        digits = re.sub(r"\D", "", m.group(0))
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+            counts["CREDIT_CARD"] = counts.get("CREDIT_CARD", 0) + 1
+            return "<CREDIT_CARD>"
+        return m.group(0)
+
+    text = _LUHN_CANDIDATE.sub(card, text)
+    for name, pattern in PII_PATTERNS:
+        text, n = pattern.subn(f"<{name}>", text)
+        if n:
+            counts[name] = counts.get(name, 0) + n
+    text, n = _SECRET_ASSIGNMENT.subn(lambda m: m.group(1) + "<SECRET>", text)
+    if n:
+        counts["SECRET"] = n
+    return text, counts
+
+
+# ------------------------------------------------------------------ exact dedup
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_for_hash(text: str) -> str:
+    """Case-, whitespace- and Unicode-form-insensitive view used for exact dedup."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha1(normalize_for_hash(text).encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------ MinHash LSH
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PRIME = np.uint64((1 << 61) - 1)
+
+
+def shingles(text: str, size: int) -> set[str]:
+    words = _WORD.findall(normalize_for_hash(text))
+    if len(words) < size:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
+
+
+def minhash_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    a = rng.randint(1, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
+    b = rng.randint(0, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def minhash(text: str, size: int, params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """MinHash signature (uint32 × num_perm) of the word shingles of ``text``."""
+    a, b = params
+    # a cryptographic base hash: crc32's linearity makes MinHash estimates badly biased
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=4).digest(), "little")
+                          for s in shingles(text, size)), dtype=np.uint64)
+    if hashes.size == 0:
+        return np.full(a.shape, 0xFFFFFFFF, dtype=np.uint32)
+    # a, b span [0, 2^61): a*h wraps modulo 2^64 before the prime modulus, which scrambles the
+    # order enough for min-wise hashing (a, b < 2^32 would leave it nearly the order of h)
+    with np.errstate(over="ignore"):
+        values = (np.outer(hashes, a) + b) % _PRIME
+    return (values.min(axis=0) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising false positives + false negatives around ``threshold``."""
+    def integrate(f, lo, hi, n=200):
+        xs = np.linspace(lo, hi, n)
+        return float(np.trapezoid(f(xs), xs)) if hasattr(np, "trapezoid") else float(np.trapz(f(xs), xs))
+
+    best, best_err = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        if num_perm % bands:
+            continue
+        rows = num_perm // bands
+        fp = integrate(lambda s: 1 - (1 - s**rows) ** bands, 0.0, threshold)
+        fn = integrate(lambda s: (1 - s**rows) ** bands, threshold, 1.0)
+        if fp + fn < best_err:
+            best, best_err = (bands, rows), fp + fn
+    return best
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[str]:
+    """One key per band: documents sharing any key are near-duplicate candidates."""
+    return [f"{i}:{hashlib.blake2b(signature[i * rows:(i + 1) * rows].tobytes(), digest_size=8).hexdigest()}"
+            for i in range(bands)]
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+    return float(np.mean(sig_a == sig_b))
+
+
+# ------------------------------------------------------------------ decontamination
+
+
+def ngrams(text: str, n: int) -> set[str]:
+    words = _WORD.findall(normalize_for_hash(text))
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+class UnionFind:
+    """Groups documents linked by duplicate edges; the smallest id of a group is kept."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+    def removed(self) -> set[str]:
+        """Every member that is not its group's representative."""
+        return {x for x in self.parent if self.find(x) != x}

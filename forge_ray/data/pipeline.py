@@ -1,0 +1,284 @@
+"""The data preparation pipeline on Ray Data: read → validate/quarantine → scrub PII → filter
+→ exact dedup → near dedup (MinHash LSH) → decontaminate → mix → tokenize + pack.
+
+Each step reads a Ray Data dataset and returns one, plus what it removed or changed, so
+the stage can report documents in/out per step. Only small things come back to the driver:
+counts, duplicate *ids* (never documents), and the eval n-grams it broadcasts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from forge_ray.data import clean
+from forge_ray.data.sources import DataError, row_error, source_dataset
+from forge_ray.spec.stages import CleanSpec, DataStage
+
+LAYOUT_BY_FORMAT = {"text": "pretrain", "chat": "sft", "preference": "preference", "prompt_answer": "prompt",
+                    "image_text": "pretrain"}
+
+
+@dataclass
+class StepReport:
+    name: str
+    docs_in: int
+    docs_out: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def layout_of(spec: DataStage) -> str:
+    """What the rows are for: set explicitly, else from the sources' formats (text if mixed)."""
+    if spec.layout != "auto":
+        return spec.layout
+    layouts = {LAYOUT_BY_FORMAT[s.format] for s in spec.sources}
+    return layouts.pop() if len(layouts) == 1 else "pretrain"
+
+
+# ------------------------------------------------------------------ validation
+
+
+def split_errors(ds, spec: DataStage, quarantine_path: str | None) -> tuple[Any, StepReport, list[dict]]:
+    """Fail on the first bad row, or move bad rows to quarantine (capped by max_bad_fraction)."""
+    ds = ds.materialize()
+    total = ds.count()
+    bad_ds = ds.filter(lambda r: r["error"] != "")
+    bad_rows = sorted(bad_ds.take_all(), key=lambda r: (r["file"], r["line"]))
+    good = ds.filter(lambda r: r["error"] == "")
+    if bad_rows and spec.on_error == "fail":
+        raise row_error(bad_rows[0])
+    quarantined = [{"file": r["file"], "line": r["line"] if r["line"] >= 0 else None,
+                    "problem": json.loads(r["error"])[0], "hint": json.loads(r["error"])[1]} for r in bad_rows]
+    fraction = len(bad_rows) / max(total, 1)
+    report = StepReport("validate", total, total - len(bad_rows), {"quarantined": len(bad_rows),
+                                                                   "bad_fraction": fraction})
+    if fraction > spec.max_bad_fraction:
+        first = bad_rows[0]
+        raise DataError(first["file"], None,
+                        f"{len(bad_rows)} of {total} rows are bad ({fraction:.1%} > max_bad_fraction "
+                        f"{spec.max_bad_fraction:.1%}); first: line {first['line']}: {json.loads(first['error'])[0]}",
+                        f"see {quarantine_path}" if quarantine_path else "")
+    return good, report, quarantined
+
+
+# ------------------------------------------------------------------ scrub and filter
+
+
+def _scrub_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    texts, payloads, counts = [], [], []
+    for text, payload in zip(batch["text"], batch["payload"]):
+        new_text, c = clean.scrub_pii(text)
+        if payload:
+            obj = json.loads(payload)
+            obj = _scrub_obj(obj, c)
+            payload = json.dumps(obj, ensure_ascii=False)
+        texts.append(new_text)
+        payloads.append(payload)
+        counts.append(json.dumps(c))
+    return {**batch, "text": np.array(texts, dtype=object), "payload": np.array(payloads, dtype=object),
+            "pii": np.array(counts, dtype=object)}
+
+
+def _scrub_obj(obj: Any, counts: dict) -> Any:
+    """Scrub every string inside a structured record (chat messages, prompts, answers)."""
+    if isinstance(obj, str):
+        new, _ = clean.scrub_pii(obj)  # counted once, on the text view
+        return new
+    if isinstance(obj, list):
+        return [_scrub_obj(x, counts) for x in obj]
+    if isinstance(obj, dict):
+        return {k: (v if k in ("role", "image_path", "image_bytes") else _scrub_obj(v, counts)) for k, v in obj.items()}
+    return obj
+
+
+def scrub(ds, enabled: bool) -> tuple[Any, StepReport]:
+    if not enabled:
+        n = ds.count()
+        return ds, StepReport("pii", n, n, {"enabled": False})
+    ds = ds.map_batches(_scrub_batch, batch_format="numpy").materialize()
+    totals: dict[str, int] = {}
+    changed = 0
+    for row in ds.select_columns(["pii"]).iter_rows():
+        c = json.loads(row["pii"])
+        changed += bool(c)
+        for k, v in c.items():
+            totals[k] = totals.get(k, 0) + v
+    n = ds.count()
+    return ds, StepReport("pii", n, n, {"docs_changed": changed, "replaced": totals})
+
+
+def length_filter(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
+    n_in = ds.count()
+    lo, hi = cfg.min_chars, cfg.max_chars
+    ds = ds.filter(lambda r: len(r["text"]) >= lo and (hi is None or len(r["text"]) <= hi)).materialize()
+    n_out = ds.count()
+    return ds, StepReport("length_filter", n_in, n_out, {"removed": n_in - n_out, "min_chars": lo, "max_chars": hi})
+
+
+# ------------------------------------------------------------------ dedup
+
+
+def _dedup_key(row: dict) -> str:
+    return clean.content_hash(row["payload"] if row["payload"] else row["text"])
+
+
+def exact_dedup(ds) -> tuple[Any, StepReport, set[str]]:
+    """Keep the smallest doc_id of each group of identical (normalised) contents."""
+    import ray
+
+    n_in = ds.count()
+    keys = ds.map(lambda r: {"key": _dedup_key(r), "doc_id": r["doc_id"]})
+    groups = keys.groupby("key").map_groups(_all_but_first, batch_format="numpy")
+    drop = {r["doc_id"] for r in groups.iter_rows()}
+    drop_ref = ray.put(drop)
+    ds = ds.filter(_NotIn(drop_ref)).materialize()
+    return ds, StepReport("exact_dedup", n_in, ds.count(), {"removed": len(drop)}), drop
+
+
+def _all_but_first(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids = sorted(group["doc_id"].tolist())
+    return {"doc_id": np.array(ids[1:], dtype=object)}
+
+
+class _NotIn:
+    """Row filter against a broadcast set of doc ids (fetched once per worker)."""
+
+    def __init__(self, ref):
+        self.ref, self.ids = ref, None
+
+    def __call__(self, row: dict) -> bool:
+        if self.ids is None:
+            import ray
+
+            self.ids = ray.get(self.ref)
+        return row["doc_id"] not in self.ids
+
+
+def _signature_batch(cfg: CleanSpec, seed: int):
+    params = clean.minhash_params(cfg.num_perm, seed)
+    bands, rows = clean.lsh_params(cfg.minhash_threshold, cfg.num_perm)
+
+    def fn(batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {"band": [], "doc_id": [], "sig": []}
+        for doc_id, text in zip(batch["doc_id"], batch["text"]):
+            sig = clean.minhash(text, cfg.shingle_size, params)
+            for key in clean.band_keys(sig, bands, rows):
+                out["band"].append(key)
+                out["doc_id"].append(doc_id)
+                out["sig"].append(sig)
+        return out
+
+    return fn
+
+
+def _verified_edges(threshold: float):
+    def fn(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        order = np.argsort(group["doc_id"].astype(str))
+        ids = group["doc_id"][order]
+        sigs = np.stack(group["sig"])[order] if len(ids) else np.zeros((0, 1))
+        a, b = [], []
+        for i in range(1, len(ids)):  # link each member to the bucket's first when truly similar
+            if clean.estimated_jaccard(sigs[0], sigs[i]) >= threshold:
+                a.append(ids[0])
+                b.append(ids[i])
+        return {"a": np.array(a, dtype=object), "b": np.array(b, dtype=object)}
+
+    return fn
+
+
+def near_dedup(ds, cfg: CleanSpec, seed: int) -> tuple[Any, StepReport, set[str]]:
+    """MinHash LSH: band keys grouped by Ray Data, candidate pairs verified on signatures,
+    connected components (union-find on duplicate *ids*) keep their smallest doc_id."""
+    import ray
+
+    n_in = ds.count()
+    exploded = ds.map_batches(_signature_batch(cfg, seed), batch_format="numpy")
+    edges = exploded.groupby("band").map_groups(_verified_edges(cfg.minhash_threshold), batch_format="numpy")
+    uf = clean.UnionFind()
+    n_edges = 0
+    for e in edges.iter_rows():
+        uf.union(e["a"], e["b"])
+        n_edges += 1
+    drop = uf.removed()
+    ds = ds.filter(_NotIn(ray.put(drop))).materialize()
+    bands, rows = clean.lsh_params(cfg.minhash_threshold, cfg.num_perm)
+    return ds, StepReport("near_dedup", n_in, ds.count(), {"removed": len(drop), "candidate_edges": n_edges,
+                                                           "bands": bands, "rows": rows,
+                                                           "threshold": cfg.minhash_threshold}), drop
+
+
+# ------------------------------------------------------------------ decontamination
+
+
+def eval_ngrams(paths: list[str], n: int) -> set[str]:
+    """N-grams of every string field of the eval files (prompts and answers alike)."""
+    grams: set[str] = set()
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    text = " ".join(str(v) for v in record.values() if isinstance(v, (str, int, float)))
+                    grams |= clean.ngrams(text, n)
+    return grams
+
+
+class _Contaminated:
+    def __init__(self, ref, n: int):
+        self.ref, self.n, self.grams = ref, n, None
+
+    def __call__(self, row: dict) -> bool:
+        if self.grams is None:
+            import ray
+
+            self.grams = ray.get(self.ref)
+        return bool(self.grams & clean.ngrams(row["text"], self.n))
+
+
+def decontaminate(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
+    import ray
+
+    n_in = ds.count()
+    if not cfg.decontaminate:
+        return ds, StepReport("decontaminate", n_in, n_in, {"eval_files": 0})
+    grams = eval_ngrams(cfg.decontaminate, cfg.decontam_ngram)
+    ref = ray.put(grams)
+    test = _Contaminated(ref, cfg.decontam_ngram)
+    ds = ds.filter(lambda r: not test(r)).materialize()
+    n_out = ds.count()
+    return ds, StepReport("decontaminate", n_in, n_out, {"removed": n_in - n_out, "eval_ngrams": len(grams),
+                                                         "n": cfg.decontam_ngram})
+
+
+# ------------------------------------------------------------------ mixing
+
+
+def _replicate(rates: dict[int, float], seed: int):
+    """Each row is repeated floor(rate) times, plus once more with probability frac(rate),
+    decided by a hash of (seed, doc_id): reproducible and independent of block layout."""
+    def fn(row: dict) -> list[dict]:
+        rate = rates.get(int(row["source"]), 0.0)
+        u = int(clean.content_hash(f"{seed}:{row['doc_id']}")[:12], 16) / 16**12
+        return [row] * (int(rate) + (u < rate - int(rate)))
+
+    return fn
+
+
+def mix(ds, spec: DataStage) -> tuple[Any, StepReport]:
+    """With ``mix_total``: about that many rows, each source in proportion to its weight
+    (sources smaller than their share are repeated), reproducibly by seed."""
+    n_in = ds.count()
+    if spec.mix_total is None:
+        return ds, StepReport("mix", n_in, n_in, {"mode": "all rows once"})
+    counts = {int(k): int(v) for k, v in ds.groupby("source").count().to_pandas().values}
+    weights = np.array([s.weight for s in spec.sources], dtype=float)
+    targets = weights / weights.sum() * spec.mix_total
+    rates = {i: float(targets[i] / counts[i]) for i in counts if counts[i]}
+    out = ds.flat_map(_replicate(rates, spec.seed)).materialize()
+    drawn = {int(k): int(v) for k, v in out.groupby("source").count().to_pandas().values}
+    per_source = {i: {"available": counts.get(i, 0), "target": round(float(targets[i]), 1), "drawn": drawn.get(i, 0)}
+                  for i in range(len(spec.sources))}
+    return out, StepReport("mix", n_in, out.count(), {"per_source": per_source, "total": spec.mix_total})

@@ -1,0 +1,83 @@
+"""Cleaning primitives: PII placeholders, MinHash accuracy, LSH banding, union-find."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from forge_ray.data import clean
+
+PII = {
+    "alice.smith@example.co.uk": "<EMAIL>",
+    "+44 20 7946 0958": "<PHONE>",
+    "(415) 555-0132": "<PHONE>",
+    "415-555-0132": "<PHONE>",
+    "10.20.30.40": "<IP_ADDRESS>",
+    "4111 1111 1111 1111": "<CREDIT_CARD>",
+    "5500-0000-0000-0004": "<CREDIT_CARD>",
+    "sk-live-4eC39HqLyjWDarjtT1zdp7dc": "<API_KEY>",
+    "AKIAIOSFODNN7EXAMPLE": "<API_KEY>",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789": "<API_KEY>",
+}
+ORDINARY = [
+    "Part DV-3480 was released in 2019 and weighs 12 kg.",
+    "On 2021-03-04 the team shipped version 1.2.3 to 1,250 customers.",
+    "Call the function with timeout=30 and retries=5; see RFC 7231 section 6.5.",
+    "The order 1234 5678 is not a card number (fails Luhn) and stays.",
+    "def f(x):\n    return x * 1000000 + 42  # ids like 1234567890123 stay\n",
+]
+
+
+@pytest.mark.parametrize("value,placeholder", PII.items())
+def test_planted_pii_is_replaced_with_typed_placeholder(value, placeholder):
+    text = f"Contact: {value}. Thanks!"
+    out, counts = clean.scrub_pii(text)
+    assert out == f"Contact: {placeholder}. Thanks!"
+    assert counts == {placeholder.strip("<>"): 1}
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_ordinary_text_is_untouched(text):
+    assert clean.scrub_pii(text) == (text, {})
+
+
+def test_secret_assignment_keeps_the_name():
+    out, counts = clean.scrub_pii('db_password = "hunter2hunter2"\nAPI_KEY: abcd1234efgh5678')
+    assert out == 'db_password = "<SECRET>"\nAPI_KEY: <SECRET>' and counts == {"SECRET": 2}
+
+
+def test_minhash_estimates_jaccard_without_bias():
+    params = clean.minhash_params(128, seed=0)
+    vocab = [f"w{i}" for i in range(40)]
+    errors = []
+    for trial in range(40):
+        rng = random.Random(trial)
+        words = [rng.choice(vocab) for _ in range(150)]
+        edited = list(words)
+        for i in rng.sample(range(150), rng.randint(3, 30)):
+            edited[i] = "EDIT"
+        a, b = " ".join(words), " ".join(edited)
+        true = len(clean.shingles(a, 3) & clean.shingles(b, 3)) / len(clean.shingles(a, 3) | clean.shingles(b, 3))
+        errors.append(clean.estimated_jaccard(clean.minhash(a, 3, params), clean.minhash(b, 3, params)) - true)
+    assert abs(np.mean(errors)) < 0.02 and np.std(errors) < 0.07  # binomial sd at 128 perms is ≤ 0.044
+
+
+def test_lsh_bands_cover_all_permutations_and_make_an_s_curve():
+    bands, rows = clean.lsh_params(0.7, 128)
+    assert bands * rows == 128
+    p = lambda s: 1 - (1 - s**rows) ** bands  # noqa: E731
+    assert p(0.85) > 0.95 and p(0.3) < 0.05
+
+
+def test_normalised_hash_ignores_case_and_spacing():
+    assert clean.content_hash("Hello   World\n") == clean.content_hash("hello world")
+    assert clean.content_hash("hello world") != clean.content_hash("hello there world")
+
+
+def test_union_find_keeps_the_smallest_id_per_group():
+    uf = clean.UnionFind()
+    for a, b in [("d3", "d1"), ("d4", "d3"), ("d7", "d9")]:
+        uf.union(a, b)
+    assert uf.removed() == {"d3", "d4", "d9"}
