@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Ray 2.60 clusters use token auth and Ray reads the mode once, at import: set it before any
+# test imports ray, so this process and the CLIs it starts can join the session's cluster.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 VENV_BIN = Path(sys.executable).parent
 
 

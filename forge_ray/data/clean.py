@@ -113,21 +113,19 @@ def minhash(text: str, size: int, params: tuple[np.ndarray, np.ndarray]) -> np.n
     return (values.min(axis=0) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising false positives + false negatives around ``threshold``."""
-    def integrate(f, lo, hi, n=200):
-        xs = np.linspace(lo, hi, n)
-        return float(np.trapezoid(f(xs), xs)) if hasattr(np, "trapezoid") else float(np.trapz(f(xs), xs))
+def lsh_params(threshold: float, num_perm: int, recall_at_threshold: float = 0.95) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest spurious candidates) for which a pair at
+    exactly ``threshold`` similarity still becomes a candidate with the given probability.
 
-    best, best_err = (1, num_perm), float("inf")
-    for bands in range(1, num_perm + 1):
-        if num_perm % bands:
+    Recall is what banding decides; precision is restored afterwards, because every
+    candidate pair is verified on its full signatures."""
+    best = (num_perm, 1)
+    for rows in range(1, num_perm + 1):
+        if num_perm % rows:
             continue
-        rows = num_perm // bands
-        fp = integrate(lambda s: 1 - (1 - s**rows) ** bands, 0.0, threshold)
-        fn = integrate(lambda s: (1 - s**rows) ** bands, threshold, 1.0)
-        if fp + fn < best_err:
-            best, best_err = (bands, rows), fp + fn
+        bands = num_perm // rows
+        if 1 - (1 - threshold**rows) ** bands >= recall_at_threshold:
+            best = (bands, rows)
     return best
 
 

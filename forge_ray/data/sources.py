@@ -184,8 +184,10 @@ def document_rows(sf: SourceFile) -> Iterator[dict[str, Any]]:
     base_dir = sf.path.rsplit("/", 1)[0]
     meta = json.dumps({"path": sf.rel, "language": LANGUAGES.get(PurePosixPath(sf.rel).suffix.lower(), "text")})
     for line, rec in iter_records(sf):
-        row = {"doc_id": f"{sf.source_index}:{sf.rel}:{line}", "source": sf.source_index, "file": sf.path,
-               "line": -1 if line is None else line, "text": "", "payload": "", "meta": meta, "error": ""}
+        # zero-padded so that ids sort in reading order (dedup keeps the first occurrence)
+        number = -1 if line is None else line
+        row = {"doc_id": f"{sf.source_index:03d}:{sf.rel}:{number:09d}", "source": sf.source_index, "file": sf.path,
+               "line": number, "text": "", "payload": "", "meta": meta, "error": ""}
         if isinstance(rec, DataError):
             row["error"] = json.dumps([rec.problem, rec.hint])
         else:

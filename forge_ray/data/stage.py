@@ -1,7 +1,7 @@
 """The ``data`` stage: prepare a dataset and report what happened to every document.
 
 Writes into the run directory:
-``dataset/*.parquet`` (packed rows, or cleaned documents without a tokenizer),
+``docs/*.parquet`` (the cleaned documents), ``dataset/*.parquet`` (packed rows, with a tokenizer),
 ``quarantine.jsonl`` (bad rows with file, line and reason, when ``on_error: skip``),
 ``report/report.json`` + ``report/report.md`` + ``report/lengths.png``.
 """
@@ -62,29 +62,31 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     sources = _top_sources(docs)
     layout = P.layout_of(spec)
     pack: dict = {}
-    with run.local_dir("dataset") as out:
-        if spec.tokenizer:
+    with run.local_dir("docs") as out:  # the cleaned documents: inspectable, re-tokenisable
+        docs.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
+    if spec.tokenizer:
+        with run.local_dir("dataset") as out:
             packed, pack = _tokenize_and_pack(docs, spec, layout, ctx)
             packed.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
-        else:
-            docs.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
     with run.local_dir("report") as rdir:
         metrics = _report(rdir, spec, steps, len(bad), pack, char_lengths, sources, layout)
     run.log_metrics(0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    outputs = {"dataset": "dataset", "report": "report"}
+    outputs = {"docs": "docs", "report": "report", **({"dataset": "dataset"} if spec.tokenizer else {})}
     if bad:
         outputs["quarantine"] = quarantine_rel
     return StageResult(metrics=metrics, outputs=outputs)
 
 
 def _tokenize_and_pack(docs, spec: DataStage, layout: str, ctx: Context):
+    import ray.data
+
     from forge_ray.data.pack import TokenizeBatch
 
     with input_dir(ctx, spec.tokenizer, "tokenizer") as tok_dir:
         packed = docs.map_batches(
             TokenizeBatch, fn_constructor_kwargs={"tokenizer_dir": str(tok_dir), "layout": layout,
                                                   "seq_len": spec.seq_len, "packing": spec.packing},
-            batch_size=1024, batch_format="numpy", concurrency=(1, 2),
+            batch_size=1024, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
         ).materialize()
     totals: dict = {"documents": 0, "tokens": 0, "rows": 0, "pad_tokens": 0, "truncated": 0,
                     "dropped_no_target": 0, "doc_lengths": []}

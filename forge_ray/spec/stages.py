@@ -84,8 +84,10 @@ class CleanSpec:
 
     exact_dedup: bool = opt(True, "drop documents whose normalised content hash was seen")
     near_dedup: bool = opt(True, "drop near-duplicates found with MinHash LSH")
-    minhash_threshold: float = opt(0.8, "Jaccard similarity above which documents are near-duplicates", gt=0, le=1)
-    shingle_size: int = opt(5, "words per shingle for MinHash", ge=1)
+    minhash_threshold: float = opt(0.7, "estimated Jaccard similarity of shingles at or above which documents "
+                                        "are near-duplicates", gt=0, le=1)
+    shingle_size: int = opt(5, "words per shingle; 3 catches lightly edited copies (5% of words changed) at "
+                               "threshold 0.6", ge=1)
     num_perm: int = opt(128, "MinHash permutations", ge=16)
     pii: bool = opt(True, "replace emails, phones, IPs, card numbers and keys with typed placeholders")
     min_chars: int = opt(1, "drop documents shorter than this", ge=0)

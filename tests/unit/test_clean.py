@@ -64,11 +64,14 @@ def test_minhash_estimates_jaccard_without_bias():
     assert abs(np.mean(errors)) < 0.02 and np.std(errors) < 0.07  # binomial sd at 128 perms is ≤ 0.044
 
 
-def test_lsh_bands_cover_all_permutations_and_make_an_s_curve():
-    bands, rows = clean.lsh_params(0.7, 128)
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.7, 0.8, 0.9])
+def test_lsh_banding_keeps_recall_at_the_threshold_with_fewest_candidates(threshold):
+    bands, rows = clean.lsh_params(threshold, 128)
     assert bands * rows == 128
-    p = lambda s: 1 - (1 - s**rows) ** bands  # noqa: E731
-    assert p(0.85) > 0.95 and p(0.3) < 0.05
+    p = lambda s, b=bands, r=rows: 1 - (1 - s**r) ** b  # noqa: E731
+    assert p(threshold) >= 0.95
+    longer = [r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r > rows]
+    assert all(1 - (1 - threshold**r) ** (128 // r) < 0.95 for r in longer)  # more rows would lose recall
 
 
 def test_normalised_hash_ignores_case_and_spacing():
