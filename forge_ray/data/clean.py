@@ -84,11 +84,16 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _PRIME = np.uint64((1 << 61) - 1)
 
 
+def words(text: str) -> list[str]:
+    """Normalised word tokens: the unit of shingles and n-grams."""
+    return _WORD.findall(normalize_for_hash(text))
+
+
 def shingles(text: str, size: int) -> set[str]:
-    words = _WORD.findall(normalize_for_hash(text))
-    if len(words) < size:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
+    w = words(text)
+    if len(w) < size:
+        return {" ".join(w)} if w else set()
+    return {" ".join(w[i:i + size]) for i in range(len(w) - size + 1)}
 
 
 def minhash_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +148,8 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 
 
 def ngrams(text: str, n: int) -> set[str]:
-    words = _WORD.findall(normalize_for_hash(text))
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    w = words(text)
+    return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
 class UnionFind:

@@ -115,6 +115,14 @@ def pack_conversations(convs: list[tuple[list[int], list[int]]], seq_len: int, p
     return rows
 
 
+def _column(values: list) -> Any:
+    """Fixed-length token rows become one int32 matrix (an Arrow tensor column: compact and
+    fast to move); ragged or text columns stay lists."""
+    if values and isinstance(values[0], list) and len({len(v) for v in values}) == 1:
+        return np.asarray(values, dtype=np.int32)
+    return values
+
+
 def pad_to(ids: list[int], mask: list[int], seq_len: int, pad_id: int) -> tuple[list[int], list[int], bool]:
     truncated = len(ids) > seq_len
     ids, mask = ids[:seq_len], mask[:seq_len]
@@ -159,7 +167,7 @@ class TokenizeBatch:
                 stats.tokens += len(ids)
                 stats.doc_lengths.append(len(ids))
             stats.rows = len(rows)
-        out: dict[str, Any] = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+        out: dict[str, Any] = {k: _column([r[k] for r in rows]) for k in (rows[0] if rows else {})}
         # per-batch statistics travel with the first row of the batch (summed by the stage)
         stat = json.dumps({k: v for k, v in stats.__dict__.items()})
         out["pack_stats"] = [stat] + [""] * (len(rows) - 1)

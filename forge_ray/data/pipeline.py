@@ -213,29 +213,38 @@ def near_dedup(ds, cfg: CleanSpec, seed: int) -> tuple[Any, StepReport, set[str]
 # ------------------------------------------------------------------ decontamination
 
 
-def eval_ngrams(paths: list[str], n: int) -> set[str]:
-    """N-grams of every string field of the eval files (prompts and answers alike)."""
-    grams: set[str] = set()
+MIN_DECONTAM_WORDS = 8
+
+
+def eval_ngrams(paths: list[str], n: int) -> dict[int, set[str]]:
+    """Word n-grams of each string field of the eval files, by length: ``n`` words, or the
+    whole field when it is shorter (but at least 8 words, so that common phrases don't
+    remove training documents)."""
+    grams: dict[int, set[str]] = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    text = " ".join(str(v) for v in record.values() if isinstance(v, (str, int, float)))
-                    grams |= clean.ngrams(text, n)
+                if not line.strip():
+                    continue
+                for value in json.loads(line).values():
+                    if not isinstance(value, str):
+                        continue
+                    size = min(n, len(clean.words(value)))
+                    if size >= MIN_DECONTAM_WORDS:
+                        grams.setdefault(size, set()).update(clean.ngrams(value, size))
     return grams
 
 
 class _Contaminated:
-    def __init__(self, ref, n: int):
-        self.ref, self.n, self.grams = ref, n, None
+    def __init__(self, ref):
+        self.ref, self.grams = ref, None
 
     def __call__(self, row: dict) -> bool:
         if self.grams is None:
             import ray
 
             self.grams = ray.get(self.ref)
-        return bool(self.grams & clean.ngrams(row["text"], self.n))
+        return any(grams & clean.ngrams(row["text"], size) for size, grams in self.grams.items())
 
 
 def decontaminate(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
@@ -245,12 +254,11 @@ def decontaminate(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
     if not cfg.decontaminate:
         return ds, StepReport("decontaminate", n_in, n_in, {"eval_files": 0})
     grams = eval_ngrams(cfg.decontaminate, cfg.decontam_ngram)
-    ref = ray.put(grams)
-    test = _Contaminated(ref, cfg.decontam_ngram)
+    test = _Contaminated(ray.put(grams))
     ds = ds.filter(lambda r: not test(r)).materialize()
     n_out = ds.count()
-    return ds, StepReport("decontaminate", n_in, n_out, {"removed": n_in - n_out, "eval_ngrams": len(grams),
-                                                         "n": cfg.decontam_ngram})
+    return ds, StepReport("decontaminate", n_in, n_out, {"removed": n_in - n_out, "n": cfg.decontam_ngram,
+                                                         "eval_ngrams": sum(len(g) for g in grams.values())})
 
 
 # ------------------------------------------------------------------ mixing

@@ -109,6 +109,9 @@ def fingerprint(files: list[SourceFile], head_bytes: int = 1 << 20) -> str:
 
 
 def _read_bytes(path: str) -> bytes:
+    if "://" not in path:  # local: plain open() is several times cheaper per small file
+        with open(path, "rb") as f:
+            return f.read()
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
         return f.read()
@@ -230,17 +233,31 @@ def iter_texts(sources: list[SourceSpec]) -> Iterator[dict[str, Any]]:
             yield from raise_on_error_rows(document_rows(sf))
 
 
-def _file_rows(row: dict) -> list[dict]:
-    return list(document_rows(SourceFile(**json.loads(row["file"]))))
+ROW_COLUMNS = ("doc_id", "source", "file", "line", "text", "payload", "meta", "error")
+
+
+def _files_to_rows(batch: dict) -> dict[str, list]:
+    """A batch of file descriptors → the columns of all their rows (columnar: no per-row dicts
+    cross into Arrow)."""
+    out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
+    for desc in batch["file"]:
+        for row in document_rows(SourceFile(**json.loads(desc))):
+            for c in ROW_COLUMNS:
+                out[c].append(row[c])
+    return out
 
 
 def source_dataset(sources: list[SourceSpec]):
     """A Ray Data dataset of normalised rows (error rows included), one read task per file."""
-    import ray.data
+    import ray
 
     files = [sf for i, spec in enumerate(sources) for sf in expand_source(spec, i)]
     items = [{"file": json.dumps(sf.__dict__)} for sf in files]
-    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200))).flat_map(_file_rows)
+    # a few read tasks per CPU: enough parallelism, without a task per small file
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+    blocks = max(1, min(len(items), 4 * cpus))
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        _files_to_rows, batch_size=None, batch_format="numpy")
 
 
 def unwrap_data_error(exc: BaseException) -> DataError | None:

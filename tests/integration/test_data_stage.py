@@ -44,7 +44,10 @@ def planted(tmp_path_factory):
     exact = [{"text": "  " + unique[i].upper() + "\n"} for i in range(0, 20)]  # case/space variants
     near = [{"text": _edit(rng, unique[i])} for i in range(20, 60)]  # 5% of words changed
     pii = [{"text": line} for line in PII_LINES]
-    good = rows + pii + exact + near
+    eval_q = "Which gear ratio does the north engine use when the river pump runs at full load overnight?"
+    (root / "eval.jsonl").write_text(json.dumps({"prompt": eval_q, "answer": "7:3"}) + "\n")
+    leaked = [{"text": "Forum copy: " + eval_q + " Answer: 7:3."}]  # an eval question leaked into training data
+    good = rows + pii + exact + near + leaked
     lines = [json.dumps(r) for r in good]
     bad_at = {30: '{"text": "truncated', 55: '{"body": "missing field"}', 80: '{"text": 42}'}
     for line_no in sorted(bad_at):  # 1-based line numbers in the final file
@@ -53,14 +56,14 @@ def planted(tmp_path_factory):
     (root / "latin1.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     (root / "empty.jsonl").write_bytes(b"")
     n_planted = len(exact) + len(near)
-    return {"root": root, "bad": bad_at, "n_unique": len(unique), "n_exact": len(exact), "n_near": len(near),
+    return {"root": root, "bad": bad_at, "leaked": leaked[0]["text"], "n_unique": len(unique), "n_exact": len(exact), "n_near": len(near),
             "n_planted": n_planted, "n_good": len(good)}
 
 
 def _spec(planted, name, **extra):
     root = planted["root"]
     return {"kind": "data", "name": name, "on_error": "skip", "max_bad_fraction": 0.1, "seq_len": 64,
-            "clean": {"shingle_size": 3, "minhash_threshold": 0.6},
+            "clean": {"shingle_size": 3, "minhash_threshold": 0.6, "decontaminate": [str(root / "eval.jsonl")]},
             "sources": [{"path": str(root / "corpus.jsonl")}, {"path": str(root / "latin1.jsonl")},
                         {"path": str(root / "empty.jsonl")}], **extra}
 
@@ -113,6 +116,12 @@ def test_dedup_removes_planted_duplicates_with_high_precision_and_recall(prepare
     print(f"near-dup removal: recall {recall:.3f}, precision {precision:.3f}")
     assert recall >= 0.9 and precision >= 0.95
     assert len(kept) == planted["n_unique"] + len(PII_LINES) + 1 + (planted["n_near"] - removed_near)
+
+
+def test_decontamination_drops_documents_sharing_long_ngrams_with_eval(prepared, planted):
+    texts = pq.read_table(prepared["dir"] / "docs").column("text").to_pylist()
+    assert planted["leaked"] not in texts
+    assert read_json(prepared["dir"] / "manifest.json")["metrics"]["decontaminate_removed"] == 1
 
 
 def _kept_texts(run_dir):
@@ -185,6 +194,24 @@ def test_sft_layout_masks_exactly_the_assistant_spans(ray_connected, demo_data, 
             answers.append(tok.decode([t for t, m, g in zip(ids, mask, seg) if m and g == s]))
     chats = [json.loads(line) for line in (demo_data / "sft.jsonl").read_text().splitlines()]
     assert sorted(answers) == sorted(c["messages"][1]["content"] + "<|end|>" for c in chats)
+
+
+def test_weighted_mix_is_reproducible_and_proportional(ray_connected, tmp_path):
+    for name, n in (("a", 50), ("b", 200)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{name} doc {i}"}) + "\n"
+                                                        for i in range(n)))
+    spec = {"kind": "data", "name": "mix1", "mix_total": 400, "seed": 5,
+            "clean": {"exact_dedup": False, "near_dedup": False, "pii": False},
+            "sources": [{"path": str(tmp_path / "a.jsonl"), "weight": 3}, {"path": str(tmp_path / "b.jsonl")}]}
+    api.run(spec, storage=str(tmp_path / "runs"), show_progress=False)
+    api.run({**spec, "name": "mix2"}, storage=str(tmp_path / "runs"), show_progress=False)
+    one = pq.read_table(tmp_path / "runs" / "mix1" / "docs").column("text").to_pylist()
+    two = pq.read_table(tmp_path / "runs" / "mix2" / "docs").column("text").to_pylist()
+    assert one == two
+    share_a = sum(t.startswith("a ") for t in one) / len(one)
+    assert 330 <= len(one) <= 470 and 0.65 <= share_a <= 0.85  # 3:1 by weight; source a is repeated ~6x
+    per = read_json(tmp_path / "runs" / "mix1" / "manifest.json")
+    assert per["status"] == "succeeded"
 
 
 def test_truncated_line_fails_with_exit_2_naming_file_and_line(ray_cluster, demo_data, tokenizer_dir, tmp_path):

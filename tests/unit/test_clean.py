@@ -84,3 +84,20 @@ def test_union_find_keeps_the_smallest_id_per_group():
     for a, b in [("d3", "d1"), ("d4", "d3"), ("d7", "d9")]:
         uf.union(a, b)
     assert uf.removed() == {"d3", "d4", "d9"}
+
+
+def test_eval_ngrams_use_whole_short_fields_but_not_tiny_ones(tmp_path):
+    import json
+
+    from forge_ray.data.pipeline import eval_ngrams
+
+    long_q = " ".join(f"w{i}" for i in range(20))
+    path = tmp_path / "eval.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (
+        {"prompt": long_q, "answer": "42"},
+        {"prompt": "one two three four five six seven eight nine", "answer": "x"},
+        {"prompt": "too short to matter", "answer": "y"})) + "\n")
+    grams = eval_ngrams([str(path)], 13)
+    assert len(grams[13]) == 20 - 13 + 1
+    assert grams[9] == {"one two three four five six seven eight nine"}
+    assert set(grams) == {13, 9}
