@@ -28,6 +28,8 @@ log = logging.getLogger("forge_ray")
 RUNNERS: dict[str, str] = {
     "tokenizer": "forge_ray.tokenizer.stage:run",
     "data": "forge_ray.data.stage:run",
+    "pretrain": "forge_ray.train.stage:run",
+    "sft": "forge_ray.train.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }
 
@@ -65,7 +67,7 @@ class Context:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(include_dashboard=False, **kwargs)
+            ray.init(**kwargs)  # with the dashboard when installed: Ray Train V2 uses the state API
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours (tqdm) is enough

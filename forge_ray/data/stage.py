@@ -65,16 +65,36 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     with run.local_dir("docs") as out:  # the cleaned documents: inspectable, re-tokenisable
         docs.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
     if spec.tokenizer:
+        train_docs, val_docs = _split(docs, spec.val_fraction, spec.seed)
         with run.local_dir("dataset") as out:
-            packed, pack = _tokenize_and_pack(docs, spec, layout, ctx)
+            packed, pack = _tokenize_and_pack(train_docs, spec, layout, ctx)
             packed.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
+        if val_docs is not None:
+            with run.local_dir("val") as out:
+                packed_val, pack_val = _tokenize_and_pack(val_docs, spec, layout, ctx)
+                packed_val.write_parquet(str(out), min_rows_per_file=spec.shard_rows)
+            pack["val_rows"], pack["val_tokens"] = pack_val["rows"], pack_val["tokens"]
     with run.local_dir("report") as rdir:
         metrics = _report(rdir, spec, steps, len(bad), pack, char_lengths, sources, layout)
     run.log_metrics(0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    outputs = {"docs": "docs", "report": "report", **({"dataset": "dataset"} if spec.tokenizer else {})}
+    outputs = {"docs": "docs", "report": "report", **({"dataset": "dataset"} if spec.tokenizer else {}),
+               **({"val": "val"} if spec.tokenizer and spec.val_fraction > 0 else {})}
     if bad:
         outputs["quarantine"] = quarantine_rel
     return StageResult(metrics=metrics, outputs=outputs)
+
+
+def _split(docs, fraction: float, seed: int):
+    """Held-out documents by a hash of (seed, doc_id): stable whatever the read order."""
+    if fraction <= 0:
+        return docs, None
+
+    def held(row) -> bool:
+        from forge_ray.data.clean import content_hash
+
+        return int(content_hash(f"{seed}:{row['doc_id']}")[:8], 16) / 16**8 < fraction
+
+    return docs.filter(lambda r: not held(r)), docs.filter(held)
 
 
 def _tokenize_and_pack(docs, spec: DataStage, layout: str, ctx: Context):
@@ -129,6 +149,7 @@ def _report(rdir, spec, steps, n_bad, pack, char_lengths, sources, layout) -> di
     if pii and pii.details.get("enabled", True):
         metrics["pii_replaced"] = sum(pii.details["replaced"].values())
     if pack:
+        metrics.update({k: pack[k] for k in ("val_rows", "val_tokens") if k in pack})
         metrics.update(tokens=pack["tokens"], rows=pack["rows"], pad_fraction=pack["pad_tokens"] / max(
             pack["rows"] * spec.seq_len, 1), truncated=pack["truncated"], dropped_no_target=pack["dropped_no_target"],
                        seq_len=spec.seq_len)

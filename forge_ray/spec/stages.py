@@ -112,6 +112,7 @@ class DataStage(StageSpec):
     seq_len: int = opt(256, "packed sequence length in tokens", ge=8)
     packing: bool = opt(True, "sft: pack several conversations per row")
     shard_rows: int = opt(4096, "rows per Parquet shard of the prepared dataset", ge=1)
+    val_fraction: float = opt(0.0, "share of documents (by a hash of their id) packed into val/ instead", ge=0, lt=1)
     mix_total: int | None = opt(None, "rows to sample from the weighted mix; unset: all rows once", ge=1)
 
     def check(self):
@@ -136,15 +137,18 @@ class LoraSpec:
 
 @dataclass(kw_only=True)
 class _TrainingStage(StageSpec):
-    data: list[SourceSpec] = opt(help="training data")
+    data: list[SourceSpec] = opt([], "training data, prepared by the stage itself (or give `dataset`)")
+    dataset: str | None = opt(None, "a `data` run whose packed dataset (dataset/, val/) is used as is")
     optim: OptimSpec = opt(default_factory=OptimSpec, help="optimiser and schedule")
     train: TrainSpec = opt(default_factory=TrainSpec, help="step loop")
     resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="workers")
 
     def check(self):
         yield from super().check()
-        if not self.data:
-            yield "data", "needs at least one source", ""
+        if not self.data and not self.dataset:
+            yield "data", "needs at least one source, or a prepared `dataset` run", ""
+        if self.data and self.dataset:
+            yield "dataset", "give either data sources or a prepared dataset run, not both", ""
 
 
 @dataclass(kw_only=True)
@@ -152,7 +156,7 @@ class PretrainStage(_TrainingStage):
     """Pre-train a model from scratch (or continue from a run) on a corpus."""
 
     KIND: ClassVar[str] = "pretrain"
-    INPUTS: ClassVar[tuple[str, ...]] = ("tokenizer", "init_from")
+    INPUTS: ClassVar[tuple[str, ...]] = ("tokenizer", "init_from", "dataset")
     tokenizer: str = opt(help="tokenizer run name")
     model: ModelSpec = opt(default_factory=ModelSpec, help="architecture")
     init_from: str | None = opt(None, "start from this run's weights (continued pre-training)")
@@ -163,7 +167,7 @@ class SftStage(_TrainingStage):
     """Supervised fine-tuning on chat data, loss on assistant tokens only."""
 
     KIND: ClassVar[str] = "sft"
-    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    INPUTS: ClassVar[tuple[str, ...]] = ("base", "dataset")
     base: str = opt(help="run whose model is fine-tuned (pretrain or sft)")
     lora: LoraSpec = opt(default_factory=LoraSpec, help="LoRA")
     packing: bool = opt(True, "pack several conversations per sequence")
@@ -174,7 +178,7 @@ class DpoStage(_TrainingStage):
     """Direct preference optimisation against a frozen reference."""
 
     KIND: ClassVar[str] = "dpo"
-    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    INPUTS: ClassVar[tuple[str, ...]] = ("base", "dataset")
     base: str = opt(help="run whose model is the policy and the reference")
     loss: Literal["sigmoid", "ipo", "cdpo"] = opt("sigmoid", "DPO loss variant")
     beta: float = opt(0.1, "strength of the implicit KL constraint", gt=0)
@@ -187,7 +191,7 @@ class RewardModelStage(_TrainingStage):
     """Bradley–Terry reward model with a scalar head on a pre-trained backbone."""
 
     KIND: ClassVar[str] = "reward_model"
-    INPUTS: ClassVar[tuple[str, ...]] = ("base",)
+    INPUTS: ClassVar[tuple[str, ...]] = ("base", "dataset")
     base: str = opt(help="backbone run")
 
 

@@ -1,0 +1,1 @@
+"""Distributed plumbing: DeepSpeed configuration, Ray actor groups, weight sync."""

@@ -1,0 +1,1 @@
+"""Model registry: presets → transformers configs, and size/FLOP/memory estimates."""

@@ -1,0 +1,1 @@
+"""Per-worker training loops (one step loop for every trainer) and their Ray Train driver."""

@@ -1,0 +1,250 @@
+"""The one step loop, run by every Ray Train worker for pre-training and SFT.
+
+It reads top to bottom: set up (threads, seed, model, optimizer, DeepSpeed engine, data
+stream), resume if a checkpoint exists, then step: micro-batches with gradient
+accumulation, metrics, validation, checkpoints; finally export (rank 0 writes an HF
+directory). Everything it needs arrives in ``job`` (plain data), so the same function runs
+on a laptop, a GPU box or a cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("forge_ray.train")
+
+
+def lr_lambda(optim: dict, max_steps: int):
+    """Warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr_ratio."""
+    warmup, floor = optim["warmup_steps"], optim["min_lr_ratio"]
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if optim["schedule"] == "constant":
+            return 1.0
+        if optim["schedule"] == "wsd":
+            decay_start = max_steps * (1 - optim["decay_fraction"])
+            if step < decay_start:
+                return 1.0
+            return floor + (1 - floor) * max(0.0, (max_steps - step) / max(max_steps - decay_start, 1))
+        progress = min(1.0, (step - warmup) / max(max_steps - warmup, 1))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def build_model(job: dict):
+    from transformers import AutoModelForCausalLM
+
+    if job.get("init_model_dir"):
+        model = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
+                                                     trust_remote_code=False, dtype=torch.float32)
+    else:
+        from forge_ray.models.registry import Arch, hf_config
+
+        torch.manual_seed(job["seed"])
+        model = AutoModelForCausalLM.from_config(hf_config(Arch(**job["arch"]), **job["token_ids"]),
+                                                 dtype=torch.float32)
+    lora = job["spec"].get("lora") or {}
+    if lora.get("enabled"):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"],
+                                                 lora_dropout=lora["dropout"], target_modules=lora["target_modules"]))
+    if job["spec"]["train"]["activation_checkpointing"]:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _optimizer(model, optim: dict, offload: bool):
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = dict(lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]), eps=optim["eps"])
+    if offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def _to_tensors(batch: dict) -> dict:
+    return {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long)
+            for k in ("input_ids", "segment_ids", "position_ids", "loss_mask")}
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int,
+             byte_table: torch.Tensor) -> dict:
+    """Validation loss and bits-per-byte over a fixed (unshuffled) slice of the held-out rows."""
+    from forge_ray.data.stream import PackedStream
+
+    stream = PackedStream(files, rank, world, batch_size, seed=0, shuffle=False)
+    nll = targets = nbytes = 0.0
+    engine.eval()
+    with torch.no_grad():
+        for batch in itertools.islice(iter(stream), min(n_batches, stream.batches_per_epoch)):
+            b = _to_tensors(batch)
+            engine(**b)
+            s = objective.stats
+            nll += float(s["nll_sum"])
+            targets += float(s["targets"])
+            nbytes += float((byte_table[b["input_ids"][:, 1:]] * s["valid"]).sum())
+    engine.train()
+    nll, targets, nbytes = _all_reduce([nll, targets, nbytes])
+    from forge_ray.train.objectives import bits_per_byte
+
+    return {"val_loss": nll / max(targets, 1), "val_bpb": bits_per_byte(nll, int(nbytes))}
+
+
+def train_loop_per_worker(job: dict) -> None:
+    import deepspeed
+    import ray.train
+    from transformers import AutoTokenizer
+
+    from forge_ray.data.stream import PackedStream
+    from forge_ray.distributed.deepspeed_config import build_ds_config
+    from forge_ray.runs import Storage
+    from forge_ray.spec.sections import TrainSpec
+    from forge_ray.train import checkpoint as ckpt
+    from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
+    from forge_ray.train.objectives import CausalLMObjective, token_bytes
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec, train, optim = job["spec"], job["spec"]["train"], job["spec"]["optim"]
+    torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
+    torch.manual_seed(job["seed"])
+    np.random.seed(job["seed"] + rank)
+
+    # ---- model, optimizer, engine
+    model = build_model(job)
+    arch = job.get("arch") or {}
+    objective = CausalLMObjective(model, arch.get("router_aux_loss_coef", 0.0), arch.get("router_z_loss_coef", 0.0))
+    offload = train["offload"] != "none" and train["zero_stage"] >= 1
+    optimizer = _optimizer(objective, optim, offload)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
+    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], job["precision"])
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
+                                                           lr_scheduler=scheduler, config=ds_config,
+                                                           dist_init_required=False)
+    stream = PackedStream(job["train_files"], rank, world, train["micro_batch_size"], seed=job["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(job["tokenizer_dir"])
+    byte_table = token_bytes(tokenizer)
+
+    # ---- resume: a restarted worker group (Ray Train) or a re-run after a driver crash
+    step = 0
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt.load(engine, Path(d), rank)
+    elif job.get("resume_dir"):
+        state = ckpt.load(engine, Path(job["resume_dir"]), rank)
+    else:
+        state = None
+    if state is not None:
+        step = state["step"]
+        stream.load_state_dict(state["stream"])
+        log.info("rank %d resumed at step %d", rank, step)
+
+    run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
+    writer = MetricsWriter(run, Path(run.path) / "tensorboard" if run.storage.is_local else None) if run else None
+    peak = measured_peak_flops(torch.float32)
+    tokens_per_step = train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world
+    it = iter(stream)
+    final: dict = {}
+
+    # ---- the step loop
+    while step < train["max_steps"]:
+        t0 = time.perf_counter()
+        wait = 0.0
+        losses, extra = [], {}
+        for _ in range(train["grad_accum"]):
+            t_data = time.perf_counter()
+            batch = _to_tensors(next(it))
+            wait += time.perf_counter() - t_data
+            loss = engine(**batch)
+            engine.backward(loss)
+            engine.step()
+            losses.append(float(objective.stats.get("lm_loss", loss.detach())))
+            extra = objective.stats
+        step += 1
+        _maybe_fail(job, step, rank)
+        elapsed = time.perf_counter() - t0
+        (loss_sum,) = _all_reduce([sum(losses) / len(losses)])
+        metrics = {"loss": loss_sum / world, "lr": scheduler.get_last_lr()[0],
+                   "tokens_per_s": tokens_per_step / elapsed, "data_wait_frac": wait / elapsed}
+        grad_norm = engine.get_global_grad_norm()
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
+        if "aux_loss" in extra:
+            metrics.update(aux_loss=float(extra["aux_loss"]), z_loss=float(extra["z_loss"]),
+                           expert_load=extra["expert_load"])
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"loss is {metrics['loss']} at step {step}: lower optim.lr or check the data "
+                                     "(see metrics.jsonl for the steps before)")
+        last = step == train["max_steps"]
+        if job["val_files"] and train["eval_every"] and (step % train["eval_every"] == 0 or last):
+            metrics.update(evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
+                                    train["eval_batches"], byte_table))
+        if writer and (step % train["log_every"] == 0 or last or "val_loss" in metrics):
+            writer.log(step, metrics)
+        final = metrics
+        if last or (train["checkpoint_every"] and step % train["checkpoint_every"] == 0):
+            with tempfile.TemporaryDirectory(prefix="forge-ckpt-") as d:
+                ckpt.save(engine, Path(d), rank, step, stream.state_dict())
+                ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step},
+                                 checkpoint=ray.train.Checkpoint.from_directory(d))
+    if writer:
+        writer.close()
+    export(engine, objective, job, rank, final)
+
+
+def _maybe_fail(job: dict, step: int, rank: int) -> None:
+    """Fault injection for recovery tests: one worker SIGKILLs itself once at a given step."""
+    fault = job.get("fault")
+    if fault and step == fault["step"] and rank == fault["rank"] and not os.path.exists(fault["marker"]):
+        Path(fault["marker"]).write_text(f"killed rank {rank} at step {step}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None:
+    """Gather full weights (a collective under ZeRO-3) and let rank 0 write the HF directory."""
+    from forge_ray.runs import Storage
+
+    if job["spec"]["train"]["zero_stage"] == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
+    else:
+        state = objective.state_dict() if rank == 0 else None
+    if rank != 0:
+        return
+    model = objective.model
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    if hasattr(model, "merge_and_unload"):  # LoRA: fold adapters into the weights
+        model = model.merge_and_unload()
+    from transformers import AutoTokenizer
+
+    run = Storage(job["storage"]).run(job["run_name"])
+    with run.local_dir("model") as out:
+        model.save_pretrained(str(out), safe_serialization=True)
+        AutoTokenizer.from_pretrained(job["tokenizer_dir"]).save_pretrained(str(out))

@@ -1,0 +1,116 @@
+"""What a training step optimises, as an ``nn.Module`` so DeepSpeed's engine runs it whole.
+
+:class:`CausalLMObjective` wraps a ``transformers`` causal LM: it builds the
+document-confined causal mask from ``segment_ids`` (tokens of a packed row attend only to
+earlier tokens of their own document), computes next-token cross-entropy on the positions
+the ``loss_mask`` allows (assistant tokens for SFT), and for MoE adds the Switch-style
+load-balancing loss and the router z-loss computed from the router logits of real tokens
+only. The wrapped model stays a plain HF model, so export is ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def document_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask [B, 1, T, T]: 0 where query i may attend key j (same document, j ≤ i)."""
+    t = segment_ids.shape[1]
+    causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=segment_ids.device))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    allowed = same & causal & (segment_ids[:, :, None] != 0)
+    allowed |= torch.eye(t, dtype=torch.bool, device=segment_ids.device)  # padding sees itself: no NaN rows
+    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[:, None]
+
+
+def target_mask(loss_mask: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+    """Which next-token predictions count: target allowed by ``loss_mask`` and in the same
+    document as the token predicting it (never predict a document's start from the last)."""
+    nxt_seg, cur_seg = segment_ids[:, 1:], segment_ids[:, :-1]
+    return (loss_mask[:, 1:] > 0) & (nxt_seg == cur_seg) & (nxt_seg != 0)
+
+
+def load_balancing_loss(router_logits: list[torch.Tensor], top_k: int, valid: torch.Tensor) -> torch.Tensor:
+    """Switch/Mixtral auxiliary loss E·Σ f_e·P_e averaged over layers, on valid tokens only."""
+    losses = []
+    for logits in router_logits:
+        logits = logits[valid]
+        probs = logits.float().softmax(-1)
+        n_experts = probs.shape[-1]
+        chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, n_experts).sum(1).float()
+        losses.append(n_experts * (chosen.mean(0) / top_k * probs.mean(0)).sum())
+    return torch.stack(losses).mean()
+
+
+def router_z_loss(router_logits: list[torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
+    """ST-MoE z-loss: penalises large router logits (keeps routing numerically stable)."""
+    return torch.stack([torch.logsumexp(lg[valid].float(), -1).pow(2).mean() for lg in router_logits]).mean()
+
+
+def expert_load(router_logits: list[torch.Tensor], top_k: int, valid: torch.Tensor) -> list[list[float]]:
+    """Per layer, the share of routed token-slots each expert received."""
+    out = []
+    for logits in router_logits:
+        idx = logits[valid].topk(top_k, dim=-1).indices.flatten()
+        counts = torch.bincount(idx, minlength=logits.shape[-1]).float()
+        out.append((counts / counts.sum().clamp(min=1)).tolist())
+    return out
+
+
+class CausalLMObjective(nn.Module):
+    """Forward a packed batch, return the loss; keeps per-step statistics in ``self.stats``."""
+
+    def __init__(self, model: nn.Module, aux_coef: float = 0.0, z_coef: float = 0.0):
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.is_moe = getattr(config, "num_local_experts", 0) > 0
+        self.top_k = getattr(config, "num_experts_per_tok", 0)
+        self.aux_coef, self.z_coef = aux_coef, z_coef
+        self.stats: dict = {}
+
+    def forward(self, input_ids, segment_ids, position_ids, loss_mask, reduction: str = "mean"):
+        dtype = next(self.model.parameters()).dtype
+        mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
+        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
+        kwargs = {"output_router_logits": True} if self.is_moe else {}
+        out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, **kwargs)
+        logits = self.model.lm_head(out.last_hidden_state[:, :-1]).float()
+        valid = target_mask(loss_mask, segment_ids)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
+                              reduction="none").view_as(valid) * valid
+        n_valid = valid.sum()
+        self.stats = {"nll_sum": nll.sum().detach(), "targets": n_valid.detach(), "valid": valid}
+        if reduction == "sum":
+            return nll.sum()
+        loss = nll.sum() / n_valid.clamp(min=1)
+        self.stats["lm_loss"] = loss.detach()
+        if self.is_moe and out.router_logits:
+            real = (segment_ids != 0).reshape(-1)
+            routers = [r.reshape(-1, r.shape[-1]) for r in out.router_logits]
+            aux = load_balancing_loss(routers, self.top_k, real)
+            z = router_z_loss(routers, real)
+            loss = loss + self.aux_coef * aux + self.z_coef * z
+            self.stats.update(aux_loss=aux.detach(), z_loss=z.detach(),
+                              expert_load=expert_load([r.detach() for r in routers], self.top_k, real))
+        return loss
+
+
+def token_bytes(tokenizer) -> torch.Tensor:
+    """UTF-8 bytes each token id stands for (0 for special tokens), for bits-per-byte.
+
+    Byte-level BPE maps every byte to one printable character, so a token's byte count is
+    the length of its token string; special tokens carry no text."""
+    special = set(tokenizer.all_special_ids)
+    counts = torch.zeros(len(tokenizer), dtype=torch.int64)
+    for token, idx in tokenizer.get_vocab().items():
+        counts[idx] = 0 if idx in special else len(token)
+    return counts
+
+
+def bits_per_byte(nll_sum_nats: float, n_bytes: int) -> float:
+    return nll_sum_nats / (math.log(2) * max(n_bytes, 1))

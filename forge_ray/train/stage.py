@@ -1,0 +1,142 @@
+"""The ``pretrain`` and ``sft`` stages (driver side): resolve inputs, prepare data, check
+that the model fits, run the Ray Train ``TorchTrainer`` and collect the result.
+
+Data: a stage either names a prepared ``dataset`` run or lists raw ``data`` sources, which
+are prepared first as their own ``data`` run (``<name>-data``: validated, cleaned,
+tokenized, packed, with a report), so every training run's input is inspectable.
+
+Recovery: ``FailureConfig(max_failures)`` restarts the worker group from the newest
+checkpoint when a worker dies; re-running a run name after the driver died resumes from
+the newest checkpoint found in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
+from forge_ray.runs import RunDir
+from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, SftStage, _TrainingStage
+
+log = logging.getLogger("forge_ray.train")
+
+
+def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
+    from forge_ray.data.stream import dataset_files
+    from forge_ray.distributed.deepspeed_config import choose_precision
+    from forge_ray.models import registry
+    from forge_ray.spec import spec_to_dict
+    from forge_ray.train.preflight import check_fits
+
+    ctx.ensure_ray()
+    tok_ref, tok_output, init_ref = _model_inputs(spec)
+    data_run = spec.dataset or _prepare_data(spec, tok_ref, tok_output, ctx)
+    run.update(parents=sorted(set(run.manifest().get("parents", [])) | {data_run}))
+    with input_dir(ctx, data_run, "dataset") as train_dir, input_dir(ctx, tok_ref, tok_output) as tok_dir:
+        train_files = dataset_files(str(train_dir))
+        val_files = _val_files(ctx, data_run)
+        from transformers import AutoConfig, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        init_dir = None
+        if init_ref:
+            with input_dir(ctx, init_ref, "model") as d:
+                init_dir = str(d)
+            config = AutoConfig.from_pretrained(init_dir, trust_remote_code=False)
+            arch = registry.arch_from_hf(config)
+        else:
+            arch = registry.resolve(spec.model)
+        est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size,
+                                spec.resources.num_workers, spec.train.activation_checkpointing)
+        check_fits(est, spec)
+        precision = choose_precision(spec.train)
+        job = {
+            "spec": spec_to_dict(spec), "storage": ctx.storage.uri if "://" in ctx.storage.uri else ctx.storage.base, "run_name": spec.name, "seed": spec.seed,
+            "train_files": train_files, "val_files": val_files, "tokenizer_dir": str(tok_dir),
+            "init_model_dir": init_dir, "arch": asdict(arch),
+            "token_ids": {"vocab_size": len(tokenizer), "bos_id": tokenizer.bos_token_id,
+                          "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
+            "cpus_per_worker": spec.resources.cpus_per_worker, "precision": precision,
+            "flops_per_token": est.flops_per_token, "resume_dir": _resume_dir(run),
+            "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
+        }
+        run.update(estimate=est.to_json(), precision=precision)
+        _fit(job, spec, run)
+    history = run.metrics()
+    last = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}
+    val = [m for m in history if "val_loss" in m]
+    first_loss = history[0]["loss"] if history else None
+    metrics = {**last, "first_loss": first_loss, "params": est.params, "active_params": est.active_params}
+    if val:
+        metrics.update(val_loss=val[-1]["val_loss"], val_bpb=val[-1]["val_bpb"])
+    metrics.pop("time", None)
+    return StageResult(metrics=metrics, outputs={"model": "model"})
+
+
+def _model_inputs(spec: _TrainingStage) -> tuple[str, str, str | None]:
+    """(tokenizer ref, its output name, initial model ref) for the stage kind."""
+    if isinstance(spec, PretrainStage):
+        return spec.tokenizer, "tokenizer", spec.init_from
+    base = getattr(spec, "base", None)
+    if not base:
+        raise InputError(f"{spec.kind} needs `base`")
+    return base, "model", base  # the base model directory carries its tokenizer
+
+
+def _prepare_data(spec: _TrainingStage, tok_ref: str, tok_output: str, ctx: Context) -> str:
+    """Prepare the raw sources as a ``data`` run named ``<name>-data`` (resumed if done)."""
+    layout = "sft" if isinstance(spec, SftStage) else "pretrain"
+    with input_dir(ctx, tok_ref, tok_output) as tok_dir:
+        data_spec = DataStage(kind="data", name=f"{spec.name}-data", seed=spec.seed, sources=spec.data,
+                              tokenizer=str(tok_dir), layout=layout, seq_len=spec.train.seq_len,
+                              val_fraction=spec.train.val_fraction, packing=getattr(spec, "packing", True),
+                              clean=CleanSpec(near_dedup=False))
+        execute(data_spec, ctx)
+    return data_spec.name
+
+
+def _val_files(ctx: Context, data_run: str) -> list[str]:
+    from forge_ray.data.stream import dataset_files
+
+    outputs = ctx.storage.run(data_run).manifest().get("outputs", {})
+    if "val" not in outputs:
+        return []
+    with input_dir(ctx, data_run, "val") as d:
+        return dataset_files(str(d))
+
+
+def _resume_dir(run: RunDir) -> str | None:
+    """Newest verified checkpoint of an earlier attempt of this run (driver-crash resume)."""
+    from forge_ray.train.checkpoint import latest
+
+    if not run.storage.is_local:
+        return None
+    found = latest(Path(run.path) / "train")
+    if found is not None:
+        log.info("resuming %s from %s", run.name, found)
+    return str(found) if found else None
+
+
+def _fit(job: dict, spec: _TrainingStage, run: RunDir) -> None:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from forge_ray.train.loop import train_loop_per_worker
+
+    res = spec.resources
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    if res.memory_per_worker_gb:
+        per_worker["memory"] = res.memory_per_worker_gb * 1024**3
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=job,
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(name="train", storage_path=run.path,
+                             failure_config=FailureConfig(max_failures=spec.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
+    )
+    trainer.fit()
