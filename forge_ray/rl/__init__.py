@@ -1,0 +1,1 @@
+"""Reinforcement learning: pure-torch algorithms, Ray actor roles, rollout engines, rewards."""

@@ -1,0 +1,1 @@
+"""Rollout engines: vLLM (CUDA or CPU build) as Ray actors, HF generate as the fallback."""
