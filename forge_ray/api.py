@@ -34,6 +34,7 @@ class Preflight:
     warnings: list[str] = field(default_factory=list)
     inputs: dict[str, str] = field(default_factory=dict)
     runnable: bool = True
+    estimates: dict[str, dict] = field(default_factory=dict)  # stage name → params, FLOPs, memory per worker
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -85,11 +86,17 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
     store = Storage(storage)
     stages = typed.stages if isinstance(typed, PipelineStage) else [typed]
     made: set[str] = set()
+    preflight_estimates: dict[str, dict] = {}
     for i, stage in enumerate(stages):
         prefix = f"stages[{i}]." if stage is not typed else ""
         if check_inputs:
             found = input_problems(stage, store, made) + source_problems(stage)
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
+        if stage.kind == "pretrain":
+            est, problem = _size_check(stage, store)
+            preflight_estimates[stage.name] = est
+            if problem:
+                problems.append(Problem(prefix + problem.path, problem.message, problem.hint))
         if stage.kind not in RUNNERS:
             problems.append(Problem(prefix + "kind", f"kind {stage.kind!r} cannot run in this version yet",
                                     f"runnable kinds: {', '.join(RUNNERS)}"))
@@ -105,7 +112,32 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
             problems.append(Problem("name", f"run {typed.name!r} already exists with a different spec",
                                     "choose another name or delete the run directory"))
     return Preflight(ok=not problems, kind=typed.kind, name=typed.name, errors=[asdict(p) for p in problems],
-                     warnings=warnings, inputs=typed.input_runs(), runnable=typed.kind in RUNNERS)
+                     warnings=warnings, inputs=typed.input_runs(), runnable=typed.kind in RUNNERS,
+                     estimates=preflight_estimates)
+
+
+def _size_check(stage, store: Storage) -> tuple[dict, Problem | None]:
+    """Parameters, FLOPs and memory per worker of a pre-training spec, and whether it fits.
+    The vocabulary comes from the tokenizer run when it exists (else 32k is assumed)."""
+    from forge_ray.models import registry
+    from forge_ray.train.preflight import check_fits
+
+    vocab = 32000
+    if store.exists(stage.tokenizer):
+        tok_json = Path(store.run(stage.tokenizer).path) / "tokenizer" / "tokenizer.json"
+        if tok_json.exists():
+            vocab = len(json.loads(tok_json.read_text())["model"]["vocab"]) + 16
+    try:
+        arch = registry.resolve(stage.model)
+    except KeyError as exc:
+        return {}, Problem("model.preset", str(exc).strip("'\""))
+    est = registry.estimate(arch, vocab, stage.train.seq_len, stage.train.micro_batch_size,
+                            stage.resources.num_workers, stage.train.activation_checkpointing)
+    try:
+        check_fits(est, stage)
+    except SpecError as exc:
+        return est.to_json(), exc.problems[0]
+    return est.to_json(), None
 
 
 def run(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,

@@ -28,6 +28,10 @@ def check_fits(est: Estimate, spec) -> None:
     if need <= have:
         return
     better = [f"train.zero_stage={s}" for s in range(train.zero_stage + 1, 4) if est.memory_gb[f"zero{s}"] <= have]
+    states_gb = 16 * est.params / 1024**3
+    if not better and have > est.activation_gb:
+        workers = int(states_gb / (have - est.activation_gb)) + 1
+        better = [f"train.zero_stage=3 with resources.num_workers>={workers}"]
     hints = better[:1] + ["more resources.num_workers" if train.zero_stage else "",
                           "train.activation_checkpointing=true" if not train.activation_checkpointing else "",
                           "a smaller train.micro_batch_size"]

@@ -56,3 +56,16 @@ def test_demo_data_cli(tmp_path):
     result = forge("demo-data", str(tmp_path / "d"), "--seed", "3", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["eval"] > 0
     assert (tmp_path / "d" / "docs").is_dir()
+
+
+def test_model_that_cannot_fit_is_refused_with_the_knob_to_turn(tmp_path):
+    result = forge("validate", "jobs/configs/tiny/pretrain.yaml", "--no-inputs", "--storage", str(tmp_path),
+                   "--set", "model.preset=8b", "--set", "train.seq_len=512", "--set", "train.micro_batch_size=1",
+                   "--set", "train.activation_checkpointing=true", "--set", "resources.memory_per_worker_gb=16",
+                   "--json")
+    assert result.returncode == 2
+    (error,) = json.loads(result.stdout)["errors"]
+    assert error["path"] == "model" and "GB per worker at ZeRO stage 0" in error["message"]
+    assert "train.zero_stage=3 with resources.num_workers>=" in error["hint"]
+    ok = json.loads(forge("validate", "jobs/configs/tiny/pretrain.yaml", "--no-inputs", "--json").stdout)
+    assert ok["ok"] and 100_000 < ok["estimates"]["tiny-pretrain"]["params"] < 10_000_000  # 32k vocab assumed
