@@ -106,7 +106,9 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
         from forge_ray.spec import spec_to_yaml
 
         same = store.run(typed.name).spec_matches(spec_to_yaml(typed))
-        if same:
+        if typed.kind == "pipeline" and not same:
+            warnings.append(f"pipeline {typed.name!r} exists with another spec: it will be updated (old spec kept)")
+        elif same:
             warnings.append(f"run {typed.name!r} exists with this spec: running it resumes (or does nothing)")
         else:
             problems.append(Problem("name", f"run {typed.name!r} already exists with a different spec",

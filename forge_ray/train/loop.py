@@ -70,7 +70,8 @@ def build_model(job: dict):
 def _optimizer(model, optim: dict, offload: bool):
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in ({"params": decay, "weight_decay": optim["weight_decay"]},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]  # LoRA: no 1-D params
     kwargs = dict(lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]), eps=optim["eps"])
     if offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam

@@ -12,9 +12,11 @@ the newest checkpoint found in the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -65,7 +67,8 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
             "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
         }
         run.update(estimate=est.to_json(), precision=precision)
-        _fit(job, spec, run)
+        with _progress(run, spec.train.max_steps, ctx):
+            _fit(job, spec, run)
     history = run.metrics()
     last = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}
     val = [m for m in history if "val_loss" in m]
@@ -119,6 +122,33 @@ def _resume_dir(run: RunDir) -> str | None:
     if found is not None:
         log.info("resuming %s from %s", run.name, found)
     return str(found) if found else None
+
+
+@contextlib.contextmanager
+def _progress(run: RunDir, max_steps: int, ctx: Context):
+    """A progress bar on the driver fed by the run's metrics.jsonl (what rank 0 writes)."""
+    stop = threading.Event()
+    bar = ctx.progress(f"{run.name}", total=max_steps, unit="step")
+
+    def follow():
+        while not stop.wait(2.0):
+            try:
+                rows = run.metrics()
+            except (OSError, ValueError):
+                continue
+            if rows:
+                last = rows[-1]
+                bar.n = min(int(last["step"]), max_steps)
+                bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "val_bpb", "tokens_per_s") if k in last})
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        bar.close()
 
 
 def _fit(job: dict, spec: _TrainingStage, run: RunDir) -> None:

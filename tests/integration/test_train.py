@@ -175,3 +175,27 @@ def test_export_generates_the_same_greedy_tokens_in_vllm(dense):
     finally:
         ray.kill(engine)
     assert [g[0] for g in got] == expected
+
+
+def test_lora_sft_merges_adapters_into_the_export(base, dense, demo_data):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    spec = {"kind": "sft", "name": "lora", "base": "dense",
+            "data": [{"path": str(demo_data / "sft.jsonl"), "format": "chat"}],
+            "lora": {"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+            "optim": {"lr": 5e-3, "warmup_steps": 1},
+            "train": {"max_steps": 8, "micro_batch_size": 4, "seq_len": 64, "eval_every": 0, "checkpoint_every": 0},
+            "resources": {"num_workers": 2}}
+    api.run(spec, storage=str(base), show_progress=False)
+    curve = _curve(base / "lora")
+    assert curve[1] > curve[8]
+    merged = load_file(base / "lora" / "model" / "model.safetensors")
+    assert not [k for k in merged if "lora" in k]  # adapters folded in, plain HF layout
+    before = load_file(base / "dense" / "model" / "model.safetensors")
+    changed = [k for k in merged if not torch.equal(merged[k], before[k])]
+    assert changed and all(any(m in k for m in ("q_proj", "v_proj", "o_proj")) for k in changed)
+    model = AutoModelForCausalLM.from_pretrained(base / "lora" / "model").eval()
+    probe = safetensors.torch.load_file(base / "lora" / "export_probe.safetensors")  # logits with live adapters
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=probe["input_ids"]).logits, probe["logits"], rtol=1e-4, atol=1e-4)

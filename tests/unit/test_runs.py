@@ -89,3 +89,11 @@ def test_output_dir_appears_only_on_success(storage):
     with run.local_dir("model") as d:
         (d / "weights.bin").write_text("whole")
     assert (storage / "r" / "model" / "weights.bin").read_text() == "whole"
+
+
+def test_a_pipeline_may_change_its_stage_list_and_keeps_the_old_spec(storage):
+    run = Storage(str(storage)).run("p")
+    run.create_or_resume("pipeline", "kind: pipeline\nstages: [a]\n", [])
+    m = run.create_or_resume("pipeline", "kind: pipeline\nstages: [a, b]\n", [])
+    assert m["spec_changed_at"] and (storage / "p" / "spec.yaml").read_text().endswith("[a, b]\n")
+    assert (storage / "p" / "spec.1.yaml").read_text().endswith("[a]\n")

@@ -1,0 +1,1 @@
+"""Evaluation: task suites, perplexity/bits-per-byte, side-by-side comparison, judges, reports."""

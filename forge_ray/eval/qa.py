@@ -1,0 +1,51 @@
+"""Question answering accuracy of a model directory on a JSONL of ``prompt``/``answer``.
+
+Greedy generation with HF ``generate`` through the model's own chat template; the answer
+counts when the normalised generation (up to the end of the assistant turn) equals the
+normalised reference. Small and dependency-free on purpose: it is how the demo pipeline
+shows that SFT taught the model to answer from what pre-training put in its weights.
+
+    python -m forge_ray.eval.qa forge_runs/demo-sft/model forge_runs/demo-data/eval.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s:-]", "", text.lower())).strip()
+
+
+def qa_accuracy(model_dir: str | Path, eval_path: str | Path, max_new_tokens: int = 16, model=None) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+    model.eval()
+    end_ids = [i for i in (tok.convert_tokens_to_ids("<|end|>"), tok.eos_token_id) if i is not None]
+    items = [json.loads(line) for line in Path(eval_path).read_text().splitlines() if line.strip()]
+    results = []
+    with torch.no_grad():
+        for item in items:
+            ids = tok.apply_chat_template([{"role": "user", "content": item["prompt"]}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=True)["input_ids"]
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=end_ids, pad_token_id=tok.pad_token_id)
+            text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
+            results.append({"prompt": item["prompt"], "answer": item["answer"], "output": text,
+                            "correct": normalize(text) == normalize(str(item["answer"]))})
+    return {"accuracy": sum(r["correct"] for r in results) / max(len(results), 1), "n": len(results),
+            "items": results}
+
+
+if __name__ == "__main__":
+    report = qa_accuracy(sys.argv[1], sys.argv[2])
+    for r in report["items"]:
+        print(f"{'✓' if r['correct'] else '✗'} {r['prompt']!r} → {r['output']!r} (expected {r['answer']!r})")
+    print(f"accuracy {report['accuracy']:.2%} on {report['n']} questions")
