@@ -61,6 +61,20 @@ class JobInfo:
     entrypoint: str
 
 
+def describe_error(exc: BaseException):
+    """``(RunError, exit code)`` for any failure: what the CLI, jobs and agents report."""
+    from forge_ray.runner import classify
+
+    return classify(exc)
+
+
+def input_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is wrong" (exit code 2), whatever stage raised them."""
+    from forge_ray.data.sources import DataError
+
+    return SpecError, DataError, FileNotFoundError
+
+
 def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:
     """A typed spec from a path, a mapping or a spec; raises SpecError with every problem."""
     if isinstance(spec, StageSpec):

@@ -104,7 +104,6 @@ def _cmd_validate(args) -> int:
 
 def _cmd_run(args) -> int:
     from forge_ray import api
-    from forge_ray.runner import classify
 
     if bool(args.spec) == bool(args.spec_json):
         print("forge run: give a spec file", file=sys.stderr)
@@ -115,7 +114,7 @@ def _cmd_run(args) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code and a message
         if isinstance(exc, KeyboardInterrupt):
             raise
-        error, code = classify(exc)
+        error, code = api.describe_error(exc)
         if args.json:
             _print_json({"status": "failed", "error": asdict(error)})
         else:
@@ -216,13 +215,12 @@ COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "
 
 
 def main(argv: list[str] | None = None) -> int:
-    from forge_ray.data.sources import DataError
-    from forge_ray.spec import SpecError
+    from forge_ray import api
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (SpecError, DataError, FileNotFoundError) as exc:
+    except api.input_error_types() as exc:
         if getattr(args, "json", False):
             problems = [asdict(p) for p in getattr(exc, "problems", [])] or [{"path": "", "message": str(exc), "hint": ""}]
             _print_json({"ok": False, "errors": problems})

@@ -9,8 +9,6 @@ import sys
 def main(kind: str, doc: str) -> int:
     """Parse ``--config/--set/--storage``, check the spec's kind, run it through forge_ray.api."""
     from forge_ray import api
-    from forge_ray.cli import EXIT_INVALID
-    from forge_ray.runner import classify
 
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--config", required=True, help="spec file (YAML or JSON)")
@@ -21,10 +19,10 @@ def main(kind: str, doc: str) -> int:
         spec = api.resolve(args.config, args.overrides)
         if spec.kind != kind:
             print(f"{args.config}: kind is {spec.kind!r}; this entrypoint runs {kind!r} specs", file=sys.stderr)
-            return EXIT_INVALID
+            return 2  # invalid input
         info = api.run(spec, storage=args.storage)
     except Exception as exc:  # noqa: BLE001 - reported as an exit code, recorded in the manifest
-        error, code = classify(exc)
+        error, code = api.describe_error(exc)
         print(f"{kind} failed ({error.kind}): {error.message}", file=sys.stderr)
         return code
     print(f"{info.status}: {info.name} in {info.run_dir}")
