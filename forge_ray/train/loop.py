@@ -215,8 +215,11 @@ def train_loop_per_worker(job: dict) -> None:
             metrics["grad_norm"] = grad_norm
         metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
         if "aux_loss" in extra:
+            load = extra["expert_load"]  # this rank's last micro-batch; averaged over ranks below
+            flat = _all_reduce([share for layer in load for share in layer])
+            width = len(load[0])
             metrics.update(aux_loss=float(extra["aux_loss"]), z_loss=float(extra["z_loss"]),
-                           expert_load=extra["expert_load"])
+                           expert_load=[[v / world for v in flat[i:i + width]] for i in range(0, len(flat), width)])
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at step {step}: lower optim.lr or check the data "
                                      "(see metrics.jsonl for the steps before)")

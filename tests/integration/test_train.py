@@ -132,9 +132,11 @@ def test_moe_learns_and_uses_every_expert(base):
     rows = [json.loads(line) for line in (base / "moe" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["loss"] - rows[-1]["loss"] > 1.0
     assert "aux_loss" in rows[-1] and "z_loss" in rows[-1]
-    load = rows[-1]["expert_load"]
-    assert len(load) == 2 and all(len(layer) == 4 for layer in load)
-    assert min(min(layer) for layer in load) > 0.05  # no expert starved (uniform would be 0.25)
+    assert all(len(r["expert_load"]) == 2 and all(len(layer) == 4 for layer in r["expert_load"]) for r in rows)
+    recent = [r["expert_load"] for r in rows[-8:]]  # one step is a few hundred tokens: average 8 of them
+    mean = [[sum(step[layer][e] for step in recent) / len(recent) for e in range(4)] for layer in range(2)]
+    assert min(min(layer) for layer in mean) > 0.05, mean  # no expert starved (uniform would be 0.25)
+    assert all(min(layer) > 0 for step in recent for layer in step)  # and none ever left empty
     m = read_json(base / "moe" / "manifest.json")
     assert m["metrics"]["active_params"] < m["metrics"]["params"]
 
