@@ -36,10 +36,11 @@ def default_chat_template(system: str, user: str, assistant: str, end: str) -> s
 
 
 def is_held_out(doc: dict, fraction: float, seed: int) -> bool:
-    """Deterministic split by document identity (file and line), independent of read order."""
+    """Deterministic split by document identity, independent of read order and of where the
+    corpus lives (absolute paths would change the split, and the reported figure, per machine)."""
     if fraction <= 0:
         return False
-    key = f"{seed}:{doc['file']}:{doc['line']}".encode()
+    key = f"{seed}:{doc['doc_id']}".encode()  # source index, relative path, line: same split on any machine
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < fraction
 
 
