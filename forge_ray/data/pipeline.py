@@ -143,18 +143,26 @@ def _all_but_first(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"doc_id": np.array(ids[1:], dtype=object)}
 
 
-class _NotIn:
-    """Row filter against a broadcast set of doc ids (fetched once per worker)."""
+class _Broadcast:
+    """A value put in the object store once by the driver, fetched once per Ray Data worker."""
 
     def __init__(self, ref):
-        self.ref, self.ids = ref, None
+        self.ref, self._value = ref, None
 
-    def __call__(self, row: dict) -> bool:
-        if self.ids is None:
+    @property
+    def value(self):
+        if self._value is None:
             import ray
 
-            self.ids = ray.get(self.ref)
-        return row["doc_id"] not in self.ids
+            self._value = ray.get(self.ref)
+        return self._value
+
+
+class _NotIn(_Broadcast):
+    """Row filter: keep rows whose doc_id is not in the broadcast set."""
+
+    def __call__(self, row: dict) -> bool:
+        return row["doc_id"] not in self.value
 
 
 def _signature_batch(cfg: CleanSpec, seed: int):
@@ -235,16 +243,11 @@ def eval_ngrams(paths: list[str], n: int) -> dict[int, set[str]]:
     return grams
 
 
-class _Contaminated:
-    def __init__(self, ref):
-        self.ref, self.grams = ref, None
+class _Contaminated(_Broadcast):
+    """True for rows sharing an n-gram with the broadcast eval n-grams (by length)."""
 
     def __call__(self, row: dict) -> bool:
-        if self.grams is None:
-            import ray
-
-            self.grams = ray.get(self.ref)
-        return any(grams & clean.ngrams(row["text"], size) for size, grams in self.grams.items())
+        return any(grams & clean.ngrams(row["text"], size) for size, grams in self.value.items())
 
 
 def decontaminate(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
