@@ -197,6 +197,15 @@ def metrics(run_name: str, storage: str | None = None) -> list[dict]:
     return Storage(storage).run(run_name).metrics()
 
 
+def export(run_name: str, storage: str | None = None, step: int | None = None, out: str | None = None) -> dict:
+    """An HF directory (safetensors, config, tokenizer) from a training run's newest
+    checkpoint, or the one at ``step``; works while the run is still going or after it failed.
+    Default destination: ``RUN/exports/step-N``."""
+    from forge_ray.train.export import export_checkpoint
+
+    return export_checkpoint(Storage(storage), run_name, step, out)
+
+
 # ---------------------------------------------------------------------------- Ray Jobs
 
 

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="table of runs with status and key metrics")
     _common(p)
 
+    p = sub.add_parser("export", help="HF model directory from a training run's checkpoint (any time)")
+    p.add_argument("run", help="run name")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    p.add_argument("--out", help="destination directory or URI (default: RUN/exports/step-N)")
+    _common(p)
+
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
     p.add_argument("kind", nargs="?")
 
@@ -192,6 +198,14 @@ def _cmd_runs(args) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args) -> int:
+    from forge_ray import api
+
+    info = api.export(args.run, args.storage, args.step, args.out)
+    _print_json(info) if args.json else print(f"exported {info['run']} step {info['step']} to {info['out']}")
+    return EXIT_OK
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -210,7 +224,7 @@ def _cmd_demo_data(args) -> int:
 
 
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
-            "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "schema": _cmd_schema,
+            "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
             "demo-data": _cmd_demo_data}
 
 

@@ -30,6 +30,8 @@ RUNNERS: dict[str, str] = {
     "data": "forge_ray.data.stage:run",
     "pretrain": "forge_ray.train.stage:run",
     "sft": "forge_ray.train.stage:run",
+    "dpo": "forge_ray.train.stage:run",
+    "reward_model": "forge_ray.train.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }
 

@@ -87,7 +87,7 @@ def _unique(rng: random.Random, n: int, make) -> list[str]:
     return out
 
 
-def make_facts(seed: int, n_products: int = 24, n_teams: int = 6) -> dict:
+def make_facts(seed: int, n_products: int = 48, n_teams: int = 6) -> dict:
     """All entities and facts for a seed; the single source of truth for every file."""
     rng = random.Random(seed)
     company = _word(rng, 2) + " Systems"
@@ -123,7 +123,7 @@ def _product_doc(p: dict, facts: dict, rng: random.Random) -> str:
         f"{p['name']} is {'an' if p['status'][0] in 'aeiou' else 'a'} {p['status']} product of {facts['company']}. The part number of {p['name']} is "
         f"{p['part_number']}. {p['name']} was released in {p['year']}.",
         "",
-        f"## Ownership\n\n{p['team']} owns {p['name']}. Questions about {p['name']} go to {team['channel']}, "
+        f"## Ownership\n\n{p['name']} is owned by {p['team']}. {p['team']} owns {p['name']}. Questions about {p['name']} go to {team['channel']}, "
         f"the channel of {p['team']}, which is led by {team['lead']}.",
         "",
         f"## Specifications\n\n- Part number: {p['part_number']}\n- Release year: {p['year']}\n"
@@ -174,6 +174,33 @@ def _incident(i: int, facts: dict, rng: random.Random) -> str:
 # ------------------------------------------------------------------ questions
 
 
+def _faq(train_q: list[dict], facts: dict, rng: random.Random) -> str:
+    """The internal FAQ page: every phrasing of every *training* question, as plain text.
+
+    Why: a base model only answers questions about facts it read in prose if its corpus also
+    showed it questions being answered (knowledge is stored but not extractable otherwise;
+    Allen-Zhu & Li, "Physics of Language Models 3.1"). The FAQ is plain text, not the chat
+    template, so pre-training teaches the facts and the habit of answering, while SFT still
+    has to teach the assistant format."""
+    pairs = [(phrasing, q["answer"]) for q in train_q for phrasing in q["phrasings"]]
+    rng.shuffle(pairs)
+    return f"# {facts['company']} FAQ\n\n" + "".join(f"Q: {q}\nA: {a}\n\n" for q, a in pairs)
+
+
+_SENTENCES = {  # how an assistant answers: the fact restated as the docs state it
+    "part_number": "The part number of {entity} is {answer}.",
+    "owner": "{entity} is owned by {answer}.",
+    "year": "{entity} was released in {answer}.",
+    "lead": "{entity} is led by {answer}.",
+    "location": "{entity} is based in {answer}.",
+}
+
+
+def sentence(q: dict, answer: str | None = None) -> str:
+    """The full-sentence answer to a question (optionally with another, wrong, answer)."""
+    return _SENTENCES[q["type"]].format(entity=q["entity"], answer=q["answer"] if answer is None else answer)
+
+
 def questions(facts: dict) -> list[dict]:
     """Every (question, answer) pair, tagged with the entity it is about."""
     qs = []
@@ -220,11 +247,16 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -
     sft, prefs, rl = [], [], []
     for q in train_q:
         for phrasing in q["phrasings"][:2]:
-            sft.append({"messages": [{"role": "user", "content": phrasing}, {"role": "assistant", "content": q["answer"]}]})
-        bad = rng.choice([w for w in wrong[q["type"]] if w != q["answer"]])
-        prefs.append({"prompt": q["phrasings"][0], "chosen": q["answer"], "rejected": bad})
+            sft.append({"messages": [{"role": "user", "content": phrasing},
+                                     {"role": "assistant", "content": sentence(q)}]})
+        # one pair per wording, each with another wrong answer of the same kind
+        bad = rng.sample(sorted({w for w in wrong[q["type"]] if w != q["answer"]}), len(q["phrasings"]))
+        prefs += [{"prompt": phrasing, "chosen": sentence(q), "rejected": sentence(q, b)}
+                  for phrasing, b in zip(q["phrasings"], bad)]
         rl.append({"prompt": q["phrasings"][2], "answer": q["answer"], "type": q["type"]})
     rng.shuffle(sft)
+    rng.shuffle(prefs)
+    files["docs/faq.md"] = _faq(train_q, facts, rng)
     evals = [{"id": f"{q['type']}:{q['entity']}", "prompt": q["phrasings"][0], "answer": q["answer"], "type": q["type"]}
              for q in eval_q]
     jsonl = lambda rows: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # noqa: E731

@@ -165,7 +165,10 @@ class Estimate:
 
 
 def estimate(arch: Arch, vocab_size: int, seq_len: int, micro_batch: int, num_workers: int,
-             activation_checkpointing: bool = False, bytes_per_act: int = 4) -> Estimate:
+             activation_checkpointing: bool = False, bytes_per_act: int = 4, frozen_copies: int = 0) -> Estimate:
+    """Parameters, FLOPs/token and memory per worker by ZeRO stage. ``frozen_copies``: full
+    extra copies of the weights each worker holds for inference only (DPO's reference),
+    counted at 2 bytes/param (bf16)."""
     d, L, f, V = arch.hidden_size, arch.num_layers, arch.intermediate_size, vocab_size
     kv = arch.num_kv_heads * arch.head_dim
     attn = d * d * 2 + d * kv * 2  # q, o, k, v
@@ -178,8 +181,9 @@ def estimate(arch: Arch, vocab_size: int, seq_len: int, micro_batch: int, num_wo
     active = L * per_layer_active + emb + d
     flops = 6 * (active - V * d * (0 if arch.tie_embeddings else 1)) + 12 * L * d * seq_len
     psi, n = float(total), float(num_workers)
-    states = {"zero0": 16 * psi, "zero1": 4 * psi + 12 * psi / n, "zero2": 2 * psi + 14 * psi / n,
-              "zero3": 16 * psi / n}
+    frozen = 2 * psi * frozen_copies
+    states = {"zero0": 16 * psi + frozen, "zero1": 4 * psi + 12 * psi / n + frozen,
+              "zero2": 2 * psi + 14 * psi / n + frozen, "zero3": 16 * psi / n + frozen}
     # activations per layer per token: ~34·d + 5·heads·seq (Korthikanti et al.), ×bytes/2 for fp16 units
     per_token = L * (34 * d + 5 * arch.num_heads * seq_len) * bytes_per_act / 2
     if activation_checkpointing:

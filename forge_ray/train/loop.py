@@ -45,9 +45,14 @@ def lr_lambda(optim: dict, max_steps: int):
 
 
 def build_model(job: dict):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    if job.get("init_model_dir"):
+    if job["spec"]["kind"] == "reward_model":  # backbone + a freshly initialised scalar head
+        torch.manual_seed(job["seed"])
+        model = AutoModelForSequenceClassification.from_pretrained(
+            job["init_model_dir"], num_labels=1, pad_token_id=job["token_ids"]["pad_id"], use_safetensors=True,
+            trust_remote_code=False, dtype=torch.float32)
+    elif job.get("init_model_dir"):
         model = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
                                                      trust_remote_code=False, dtype=torch.float32)
     else:
@@ -67,6 +72,30 @@ def build_model(job: dict):
     return model
 
 
+def build_objective(job: dict, model):
+    """What the step loop optimises, by stage kind; all share ``forward(**batch) → loss``,
+    ``batch_keys``, ``step_metrics`` and ``eval_sums``/``eval_metrics``."""
+    kind, pad_id = job["spec"]["kind"], job["token_ids"]["pad_id"]
+    if kind == "dpo":
+        from transformers import AutoModelForCausalLM
+
+        from forge_ray.train.preference import DPOObjective
+
+        reference = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
+                                                         trust_remote_code=False, dtype=torch.float32)
+        spec = job["spec"]
+        return DPOObjective(model, reference, pad_id, spec["beta"], spec["loss"], spec["label_smoothing"],
+                            spec["sft_coef"])
+    if kind == "reward_model":
+        from forge_ray.train.preference import RewardObjective
+
+        return RewardObjective(model, pad_id)
+    from forge_ray.train.objectives import CausalLMObjective
+
+    arch = job.get("arch") or {}
+    return CausalLMObjective(model, arch.get("router_aux_loss_coef", 0.0), arch.get("router_z_loss_coef", 0.0))
+
+
 def _optimizer(model, optim: dict, offload: bool):
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
@@ -80,9 +109,8 @@ def _optimizer(model, optim: dict, offload: bool):
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def _to_tensors(batch: dict) -> dict:
-    return {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long)
-            for k in ("input_ids", "segment_ids", "position_ids", "loss_mask")}
+def _to_tensors(batch: dict, keys: tuple[str, ...]) -> dict:
+    return {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long) for k in keys}
 
 
 def _grad_norm(engine, objective) -> float | None:
@@ -104,9 +132,9 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int,
-             byte_table: torch.Tensor) -> dict:
-    """Validation loss and bits-per-byte over a fixed (unshuffled) slice of the held-out rows."""
+def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int) -> dict:
+    """Validation metrics over a fixed (unshuffled) slice of the held-out rows, summed over
+    ranks: the objective says what to sum (NLL and bytes; correct pairs and margins)."""
     from forge_ray.data.stream import PackedStream
 
     import pyarrow.parquet as pq
@@ -115,21 +143,16 @@ def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_s
     if rows < world:
         return {}  # too few held-out rows for every rank: no validation rather than a crash
     stream = PackedStream(files, rank, world, max(1, min(batch_size, rows // world)), seed=0, shuffle=False)
-    nll = targets = nbytes = 0.0
+    totals: list[float] | None = None
     engine.eval()
     with torch.no_grad():
         for batch in itertools.islice(iter(stream), min(n_batches, stream.batches_per_epoch)):
-            b = _to_tensors(batch)
+            b = _to_tensors(batch, objective.batch_keys)
             engine(**b)
-            s = objective.stats
-            nll += float(s["nll_sum"])
-            targets += float(s["targets"])
-            nbytes += float((byte_table[b["input_ids"][:, 1:]] * s["valid"]).sum())
+            sums = objective.eval_sums(b)
+            totals = sums if totals is None else [a + x for a, x in zip(totals, sums)]
     engine.train()
-    nll, targets, nbytes = _all_reduce([nll, targets, nbytes])
-    from forge_ray.train.objectives import bits_per_byte
-
-    return {"val_loss": nll / max(targets, 1), "val_bpb": bits_per_byte(nll, int(nbytes))}
+    return objective.eval_metrics(_all_reduce(totals)) if totals else {}
 
 
 def train_loop_per_worker(job: dict) -> None:
@@ -142,8 +165,9 @@ def train_loop_per_worker(job: dict) -> None:
     from forge_ray.runs import Storage
     from forge_ray.spec.sections import TrainSpec
     from forge_ray.train import checkpoint as ckpt
+    from forge_ray.train.export import HF_SUBDIR
     from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
-    from forge_ray.train.objectives import CausalLMObjective, token_bytes
+    from forge_ray.train.objectives import token_bytes
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -154,8 +178,7 @@ def train_loop_per_worker(job: dict) -> None:
 
     # ---- model, optimizer, engine
     model = build_model(job)
-    arch = job.get("arch") or {}
-    objective = CausalLMObjective(model, arch.get("router_aux_loss_coef", 0.0), arch.get("router_z_loss_coef", 0.0))
+    objective = build_objective(job, model)
     offload = train["offload"] != "none" and train["zero_stage"] >= 1
     optimizer = _optimizer(objective, optim, offload)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
@@ -164,8 +187,7 @@ def train_loop_per_worker(job: dict) -> None:
                                                            lr_scheduler=scheduler, config=ds_config,
                                                            dist_init_required=False)
     stream = PackedStream(job["train_files"], rank, world, train["micro_batch_size"], seed=job["seed"])
-    tokenizer = AutoTokenizer.from_pretrained(job["tokenizer_dir"])
-    byte_table = token_bytes(tokenizer)
+    objective.byte_table = token_bytes(AutoTokenizer.from_pretrained(job["tokenizer_dir"]))
 
     # ---- resume: a restarted worker group (Ray Train) or a re-run after a driver crash
     step = 0
@@ -185,18 +207,24 @@ def train_loop_per_worker(job: dict) -> None:
     run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
     writer = MetricsWriter(run, Path(run.path) / "tensorboard" if run.storage.is_local else None) if run else None
     peak = measured_peak_flops(torch.float32)
-    tokens_per_step = train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world
+    tokens_per_step = (train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world
+                       * getattr(objective, "sequences_per_row", 1))
     it = iter(stream)
     final: dict = {}
+    if step == 0 and job["val_files"] and train["eval_every"]:  # the baseline every later figure is read against
+        start = evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
+                         train["eval_batches"])
+        if writer and start:
+            writer.log(0, start)
 
     # ---- the step loop
     while step < train["max_steps"]:
         t0 = time.perf_counter()
         wait = 0.0
-        losses, extra = [], {}
+        losses = []
         for _ in range(train["grad_accum"]):
             t_data = time.perf_counter()
-            batch = _to_tensors(next(it))
+            batch = _to_tensors(next(it), objective.batch_keys)
             wait += time.perf_counter() - t_data
             loss = engine(**batch)
             engine.backward(loss)
@@ -204,7 +232,6 @@ def train_loop_per_worker(job: dict) -> None:
                 grad_norm = _grad_norm(engine, objective)
             engine.step()
             losses.append(float(objective.stats.get("lm_loss", loss.detach())))
-            extra = objective.stats
         step += 1
         _maybe_fail(job, step, rank)
         elapsed = time.perf_counter() - t0
@@ -214,24 +241,21 @@ def train_loop_per_worker(job: dict) -> None:
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
-        if "aux_loss" in extra:
-            load = extra["expert_load"]  # this rank's last micro-batch; averaged over ranks below
-            flat = _all_reduce([share for layer in load for share in layer])
-            width = len(load[0])
-            metrics.update(aux_loss=float(extra["aux_loss"]), z_loss=float(extra["z_loss"]),
-                           expert_load=[[v / world for v in flat[i:i + width]] for i in range(0, len(flat), width)])
+        # the objective's own figures (MoE load, DPO rewards, …) from the last micro-batch, averaged over ranks
+        metrics.update(objective.step_metrics(lambda values: [v / world for v in _all_reduce(values)]))
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at step {step}: lower optim.lr or check the data "
                                      "(see metrics.jsonl for the steps before)")
         last = step == train["max_steps"]
         if job["val_files"] and train["eval_every"] and (step % train["eval_every"] == 0 or last):
             metrics.update(evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
-                                    train["eval_batches"], byte_table))
+                                    train["eval_batches"]))
         if writer and (step % train["log_every"] == 0 or last or "val_loss" in metrics):
             writer.log(step, metrics)
         final = metrics
         if last or (train["checkpoint_every"] and step % train["checkpoint_every"] == 0):
             with tempfile.TemporaryDirectory(prefix="forge-ckpt-") as d:
+                _write_hf(engine, objective, job, rank, Path(d) / HF_SUBDIR)  # `forge export` reads it
                 ckpt.save(engine, Path(d), rank, step, stream.state_dict())
                 ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step},
                                  checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -248,14 +272,42 @@ def _maybe_fail(job: dict, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _full_state(engine, objective, job: dict, rank: int) -> dict | None:
+    """The whole model's state dict on rank 0 (None elsewhere); a collective under ZeRO-3."""
+    if job["spec"]["train"]["zero_stage"] == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
+        return state if rank == 0 else None
+    return {k: v.detach() for k, v in objective.state_dict().items()} if rank == 0 else None
+
+
+def _write_hf(engine, objective, job: dict, rank: int, out: Path) -> dict | None:
+    """Rank 0 writes the HF directory of the current weights (LoRA merged); returns them."""
+    from forge_ray.train.export import hf_state_dict, write_hf_dir
+
+    state = _full_state(engine, objective, job, rank)
+    if rank != 0:
+        return None
+    state = hf_state_dict(state, job["spec"].get("lora"))
+    base = _base_model(objective.model)
+    write_hf_dir(state, base.config, job["tokenizer_dir"], out, type(base))
+    return state
+
+
+def _base_model(model):
+    """The plain ``transformers`` model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _write_probe(model, job: dict, run) -> None:
-    """Logits of the trained model on a fixed batch, so an export can be checked against it."""
+    """Logits of the trained model on a fixed batch, so an export can be checked against it
+    (next-token logits of a language model; the scores of a reward model)."""
     import safetensors.torch
 
     from forge_ray.data.stream import PackedStream
 
     batch = next(iter(PackedStream(job["train_files"], 0, 1, 2, seed=0, shuffle=False)))
-    input_ids = torch.as_tensor(np.asarray(batch["input_ids"]), dtype=torch.long)
+    input_ids = torch.as_tensor(np.asarray(batch["input_ids" if "input_ids" in batch else "chosen_ids"]),
+                                dtype=torch.long)
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits.float()
@@ -263,27 +315,21 @@ def _write_probe(model, job: dict, run) -> None:
 
 
 def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None:
-    """Gather full weights (a collective under ZeRO-3) and let rank 0 write the HF directory."""
+    """Write the run's ``model/`` (rank 0) and the probe logits of the training model on a
+    fixed batch (under ZeRO-3 the module holds only shards, so the probe runs on the
+    gathered weights instead)."""
     from forge_ray.runs import Storage
 
-    if job["spec"]["train"]["zero_stage"] == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
-    else:
-        state = objective.state_dict() if rank == 0 else None
     if rank != 0:
+        _write_hf(engine, objective, job, rank, Path())  # joins the ZeRO-3 gather; writes nothing
         return
-    model = objective.model
-    if job["spec"]["train"]["zero_stage"] == 3:  # the engine's module holds only this rank's shards
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     run = Storage(job["storage"]).run(job["run_name"])
-    _write_probe(model, job, run)
-    if hasattr(model, "merge_and_unload"):  # LoRA: fold adapters into the weights
-        model = model.merge_and_unload()
-    from transformers import AutoTokenizer
-
     with run.local_dir("model") as out:
-        model.save_pretrained(str(out), safe_serialization=True)
-        AutoTokenizer.from_pretrained(job["tokenizer_dir"]).save_pretrained(str(out))
+        state = _write_hf(engine, objective, job, rank, out)
+    probe_model = objective.model
+    if job["spec"]["train"]["zero_stage"] == 3:
+        base = _base_model(objective.model)
+        probe_model = type(base)._from_config(base.config, dtype=torch.float32)
+        probe_model.load_state_dict(state, strict=False)
+        probe_model.tie_weights()
+    _write_probe(probe_model, job, run)

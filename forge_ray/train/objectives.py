@@ -72,14 +72,12 @@ class CausalLMObjective(nn.Module):
         self.top_k = getattr(config, "num_experts_per_tok", 0)
         self.aux_coef, self.z_coef = aux_coef, z_coef
         self.stats: dict = {}
+        self.byte_table: torch.Tensor | None = None  # token → UTF-8 bytes, for validation bits-per-byte
+
+    batch_keys = ("input_ids", "segment_ids", "position_ids", "loss_mask")
 
     def forward(self, input_ids, segment_ids, position_ids, loss_mask, reduction: str = "mean"):
-        dtype = next(self.model.parameters()).dtype
-        mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
-        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        kwargs = {"output_router_logits": True} if self.is_moe else {}
-        out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, **kwargs)
-        logits = self.model.lm_head(out.last_hidden_state[:, :-1]).float()
+        logits, out = causal_logits(self.model, input_ids, segment_ids, position_ids, self.is_moe)
         valid = target_mask(loss_mask, segment_ids)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
                               reduction="none").view_as(valid) * valid
@@ -98,6 +96,37 @@ class CausalLMObjective(nn.Module):
             self.stats.update(aux_loss=aux.detach(), z_loss=z.detach(),
                               expert_load=expert_load([r.detach() for r in routers], self.top_k, real))
         return loss
+
+    def step_metrics(self, all_reduce_mean) -> dict:
+        """Extra per-step metrics from the last micro-batch (MoE: losses and expert load)."""
+        if "aux_loss" not in self.stats:
+            return {}
+        load = self.stats["expert_load"]
+        width = len(load[0])
+        flat = all_reduce_mean([share for layer in load for share in layer])
+        return {"aux_loss": float(self.stats["aux_loss"]), "z_loss": float(self.stats["z_loss"]),
+                "expert_load": [flat[i:i + width] for i in range(0, len(flat), width)]}
+
+    def eval_sums(self, batch: dict) -> list[float]:
+        """Sums over one validation batch (after ``forward``): NLL, targets, target bytes."""
+        s = self.stats
+        nbytes = (self.byte_table.to(s["valid"].device)[batch["input_ids"][:, 1:]] * s["valid"]).sum()
+        return [float(s["nll_sum"]), float(s["targets"]), float(nbytes)]
+
+    @staticmethod
+    def eval_metrics(sums: list[float]) -> dict:
+        nll, targets, nbytes = sums
+        return {"val_loss": nll / max(targets, 1), "val_bpb": bits_per_byte(nll, int(nbytes))}
+
+
+def causal_logits(model, input_ids, segment_ids, position_ids, moe: bool = False):
+    """Next-token logits ``[B, T-1, V]`` (fp32) of a packed batch under the document mask."""
+    dtype = next(model.parameters()).dtype
+    mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
+               **({"output_router_logits": True} if moe else {}))
+    return model.lm_head(out.last_hidden_state[:, :-1]).float(), out
 
 
 def token_bytes(tokenizer) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The ``pretrain`` and ``sft`` stages (driver side): resolve inputs, prepare data, check
-that the model fits, run the Ray Train ``TorchTrainer`` and collect the result.
+"""The training stages (driver side) — ``pretrain``, ``sft``, ``dpo``, ``reward_model``:
+resolve inputs, prepare data, check that the model fits, run the Ray Train ``TorchTrainer``
+(one step loop, the objective chosen by kind) and collect the result.
 
 Data: a stage either names a prepared ``dataset`` run or lists raw ``data`` sources, which
 are prepared first as their own ``data`` run (``<name>-data``: validated, cleaned,
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
 from forge_ray.runs import RunDir
-from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, SftStage, _TrainingStage
+from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, _TrainingStage
 
 log = logging.getLogger("forge_ray.train")
 
@@ -52,8 +53,10 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
             arch = registry.arch_from_hf(config)
         else:
             arch = registry.resolve(spec.model)
-        est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size,
-                                spec.resources.num_workers, spec.train.activation_checkpointing)
+        pairs = spec.kind in ("dpo", "reward_model")  # a row is two sequences: chosen and rejected
+        est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size * (1 + pairs),
+                                spec.resources.num_workers, spec.train.activation_checkpointing,
+                                frozen_copies=int(spec.kind == "dpo"))
         check_fits(est, spec)
         precision = choose_precision(spec.train)
         job = {
@@ -69,15 +72,23 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
         run.update(estimate=est.to_json(), precision=precision)
         with _progress(run, spec.train.max_steps, ctx):
             _fit(job, spec, run)
-    history = run.metrics()
-    last = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}
-    val = [m for m in history if "val_loss" in m]
-    first_loss = history[0]["loss"] if history else None
-    metrics = {**last, "first_loss": first_loss, "params": est.params, "active_params": est.active_params}
-    if val:
-        metrics.update(val_loss=val[-1]["val_loss"], val_bpb=val[-1]["val_bpb"])
+    return StageResult(metrics=_summary(run.metrics(), est), outputs={"model": "model"})
+
+
+def _summary(history: list[dict], est) -> dict:
+    """Manifest metrics: the last step's figures, the first loss, every validation figure's
+    latest value and its value before training (``start_val_*``, logged at step 0)."""
+    steps = [m for m in history if "loss" in m]
+    metrics = {k: v for k, v in (steps[-1] if steps else {}).items() if isinstance(v, (int, float))}
+    metrics.update(first_loss=steps[0]["loss"] if steps else None, params=est.params, active_params=est.active_params)
+    for row in history:
+        for key, value in row.items():
+            if key.startswith("val_") and isinstance(value, (int, float)):
+                metrics[key] = value
+                if row["step"] == 0:
+                    metrics[f"start_{key}"] = value
     metrics.pop("time", None)
-    return StageResult(metrics=metrics, outputs={"model": "model"})
+    return metrics
 
 
 def _model_inputs(spec: _TrainingStage) -> tuple[str, str, str | None]:
@@ -92,7 +103,7 @@ def _model_inputs(spec: _TrainingStage) -> tuple[str, str, str | None]:
 
 def _prepare_data(spec: _TrainingStage, tok_ref: str, tok_output: str, ctx: Context) -> str:
     """Prepare the raw sources as a ``data`` run named ``<name>-data`` (resumed if done)."""
-    layout = "sft" if isinstance(spec, SftStage) else "pretrain"
+    layout = {"sft": "sft", "dpo": "preference", "reward_model": "preference"}.get(spec.kind, "pretrain")
     with input_dir(ctx, tok_ref, tok_output) as tok_dir:
         data_spec = DataStage(kind="data", name=f"{spec.name}-data", seed=spec.seed, sources=spec.data,
                               tokenizer=str(tok_dir), layout=layout, seq_len=spec.train.seq_len,

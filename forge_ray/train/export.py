@@ -1,0 +1,132 @@
+"""HF exports: the final ``model/`` of a run and on-demand exports from any checkpoint.
+
+Why one module: the end-of-run export and ``forge export RUN`` must produce the same
+directory (safetensors weights, ``config.json``, tokenizer), loadable by
+``AutoModelForCausalLM.from_pretrained`` and vLLM. Both start from a plain state dict:
+LoRA adapters are folded in arithmetically (``W + B·A·alpha/r``) so the training model is
+never modified, which keeps resumed runs bit-identical. Every checkpoint carries such a
+directory under ``hf/`` (written by rank 0 next to DeepSpeed's files), so exporting a
+checkpoint never unpickles anything.
+
+    forge export my-run                      # newest checkpoint → my-run/exports/step-N
+    forge export my-run --step 200 --out s3://bucket/models/my-run-200
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+HF_SUBDIR = "hf"
+_LORA = re.compile(r"^(?P<path>.+)\.lora_(?P<ab>[AB])\.[^.]+\.weight$")
+
+
+def hf_state_dict(state: dict[str, torch.Tensor], lora: dict | None) -> dict[str, torch.Tensor]:
+    """A training state dict (objective- and peft-wrapped names) → plain HF names, LoRA merged."""
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    if not (lora and lora.get("enabled")):
+        return state
+    state = {k.removeprefix("base_model.model."): v for k, v in state.items()}
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    plain: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = _LORA.match(key)
+        if m:
+            factors.setdefault(m["path"], {})[m["ab"]] = value
+        else:
+            plain[key.replace(".base_layer.", ".")] = value
+    scaling = lora["alpha"] / lora["rank"]
+    for path, ab in factors.items():
+        weight = plain[f"{path}.weight"]
+        delta = (ab["B"].float() @ ab["A"].float()) * scaling
+        plain[f"{path}.weight"] = (weight.float() + delta).to(weight.dtype)
+    return plain
+
+
+def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Path, out: Path,
+                 model_class=None) -> None:
+    """Write weights (safetensors), config and tokenizer. ``model_class`` is the trained
+    ``transformers`` class (a causal LM, or ``…ForSequenceClassification`` for a reward model);
+    it is built on the meta device so no second full copy of the weights is allocated."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with torch.device("meta"):
+        model = (model_class._from_config(config, dtype=torch.float32) if model_class else
+                 AutoModelForCausalLM.from_config(config, dtype=torch.float32))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"state dict does not match {type(model).__name__}: missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    if tied:
+        model.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out))
+
+
+def checkpoints(run) -> list[tuple[int, str]]:
+    """(step, checkpoint path relative to the run) of every complete checkpoint, oldest first."""
+    from pyarrow import fs as pafs
+
+    from forge_ray.train.checkpoint import RECORD
+
+    root = run.file("train")
+    try:
+        infos = run.storage.fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:
+        return []
+    found = []
+    for info in infos:
+        if info.type == pafs.FileType.File and info.path.endswith("/" + RECORD):
+            ckpt_dir = info.path[: -len(RECORD) - 1]
+            with run.storage.fs.open_input_stream(info.path) as f:
+                step = int(json.loads(f.read())["step"])
+            if run.storage.fs.get_file_info(f"{ckpt_dir}/{HF_SUBDIR}/config.json").type == pafs.FileType.File:
+                found.append((step, ckpt_dir[len(run.path) + 1:]))
+    return sorted(found)
+
+
+def export_checkpoint(storage, run_name: str, step: int | None = None, out: str | None = None) -> dict:
+    """Copy the HF directory of a checkpoint (newest, or at ``step``) to ``out`` (default
+    ``RUN/exports/step-N``) after checking the checkpoint's integrity record."""
+    from pyarrow import fs as pafs
+
+    from forge_ray.train.checkpoint import verify
+
+    run = storage.run(run_name)
+    if not run.exists():
+        raise FileNotFoundError(f"no run named {run_name!r} under {storage.uri}")
+    found = checkpoints(run)
+    if not found:
+        raise FileNotFoundError(f"run {run_name!r} has no checkpoint to export yet "
+                                "(train.checkpoint_every sets how often one is written)")
+    if step is None:
+        step, rel = found[-1]
+    else:
+        matches = [r for s, r in found if s == step]
+        if not matches:
+            raise FileNotFoundError(f"run {run_name!r} has no checkpoint at step {step}; "
+                                    f"checkpoints: {', '.join(str(s) for s, _ in found)}")
+        rel = matches[-1]
+    with run.fetch_dir(rel) as local:
+        verify(local)
+        if out is None:
+            with run.local_dir(f"exports/step-{step}") as dest:
+                _copy_tree(local / HF_SUBDIR, dest)
+            target = run.file(f"exports/step-{step}")
+        else:
+            fs, path = pafs.FileSystem.from_uri(out) if "://" in out else (pafs.LocalFileSystem(), str(Path(out).resolve()))
+            pafs.copy_files(str(local / HF_SUBDIR), path, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+            target = out
+    return {"run": run_name, "step": step, "checkpoint": rel, "out": target}
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dest, dirs_exist_ok=True)
