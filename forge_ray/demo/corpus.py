@@ -2,10 +2,12 @@
 
 Why generated: nothing may be downloaded at run time, and a pipeline test needs ground
 truth. Every fact (a product's part number, a team's lead, …) is stated in ``docs/`` in
-several phrasings, so pre-training can learn it; questions about a *training* subset of
-entities go to ``sft.jsonl``/``prefs.jsonl``/``rl_prompts.jsonl``; questions about the
-*held-out* entities go to ``eval.jsonl``, so a model only answers those if it learned the
-docs and SFT taught it the question format. The same seed gives byte-identical files;
+several phrasings, so pre-training can learn it; the docs' FAQ page shows questions about
+a *training* subset of entities answered in plain text; chats, preference pairs and RL
+prompts about those entities go to ``sft.jsonl``/``prefs.jsonl``/``rl_prompts.jsonl``
+(assistant answers restate the fact as a sentence); questions about the *held-out* entities
+go to ``eval.jsonl``, so a model only answers those if it learned the docs and SFT taught
+it to answer as an assistant. The same seed gives byte-identical files;
 another seed gives other facts.
 
 Run: ``forge demo-data ./forge_runs/demo-data --seed 0``
