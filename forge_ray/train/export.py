@@ -120,6 +120,7 @@ def export_checkpoint(storage, run_name: str, step: int | None = None, out: str 
             target = run.file(f"exports/step-{step}")
         else:
             fs, path = pafs.FileSystem.from_uri(out) if "://" in out else (pafs.LocalFileSystem(), str(Path(out).resolve()))
+            fs.create_dir(path, recursive=True)
             pafs.copy_files(str(local / HF_SUBDIR), path, source_filesystem=pafs.LocalFileSystem(),
                             destination_filesystem=fs)
             target = out
