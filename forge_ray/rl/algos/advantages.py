@@ -1,0 +1,104 @@
+"""Advantage estimators, pure torch, registered by name.
+
+Shapes: ``[B, T]`` per response token (``mask`` marks real response tokens, left-aligned),
+``[B]`` per response. Responses of one prompt are contiguous: rows ``g·n … g·n+n-1`` are the
+``n`` samples of prompt ``g`` (``group_size = n``).
+
+- ``gae`` (PPO): generalised advantage estimation on token rewards with a critic's values.
+- ``grpo``: each response's score minus its group's mean, divided by the group's std.
+- ``rloo``: score minus the mean of the *other* responses of the same prompt (leave-one-out).
+- ``reinforce++``: discounted return of the token rewards (score at the last token, minus the
+  per-token KL penalty), whitened over the whole batch — no critic, no groups needed.
+
+Every estimator takes keyword arguments and ignores those it does not need, so the
+controller calls ``ESTIMATORS[name](**batch)`` without branching on the algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def token_rewards(scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None,
+                  kl_coef: float = 0.0) -> torch.Tensor:
+    """Per-token rewards: ``−kl_coef·kl`` on every response token, plus the sequence score on
+    its last real token (the shaping OpenRLHF and TRL use when the KL penalty is in the reward)."""
+    rewards = torch.zeros_like(mask, dtype=torch.float32)
+    if kl is not None and kl_coef:
+        rewards = rewards - kl_coef * kl * mask
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (positions * (mask > 0)).argmax(-1)  # index of each response's last real token
+    rewards[torch.arange(mask.shape[0], device=mask.device), last] += scores.float()
+    return rewards
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(x − mean) / std`` over the masked entries; zero elsewhere."""
+    m = mask.float()
+    n = m.sum().clamp(min=1)
+    mean = (x * m).sum() / n
+    var = (((x - mean) * m) ** 2).sum() / n
+    return (x - mean) * torch.rsqrt(var + eps) * m
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running * mask[:, t]
+        returns[:, t] = running
+    return returns * mask
+
+
+def gae(*, scores: torch.Tensor, mask: torch.Tensor, values: torch.Tensor, kl: torch.Tensor | None = None,
+        kl_coef: float = 0.0, gamma: float = 1.0, lam: float = 0.95, **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns) by GAE: ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``."""
+    m = mask.float()
+    rewards = token_rewards(scores, mask, kl, kl_coef)
+    values = values * m
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * (m[:, t + 1] if t + 1 < rewards.shape[1] else 0.0)
+        adv[:, t] = last
+    adv = adv * m
+    return adv, (adv + values) * m
+
+
+def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    if group_size < 2 or scores.shape[0] % group_size:
+        raise ValueError(f"{scores.shape[0]} responses do not split into groups of {group_size} (need n_samples ≥ 2)")
+    return scores.view(-1, group_size)
+
+
+def grpo(*, scores: torch.Tensor, mask: torch.Tensor, group_size: int, eps: float = 1e-6,
+         scale_by_std: bool = True, **_) -> tuple[torch.Tensor, None]:
+    """Group-normalised advantages, the same for every token of a response (Shao et al. 2024)."""
+    g = _groups(scores, group_size)
+    centred = g - g.mean(-1, keepdim=True)
+    if scale_by_std:
+        centred = centred / (g.std(-1, keepdim=True) + eps)
+    return centred.reshape(-1)[:, None] * mask, None
+
+
+def rloo(*, scores: torch.Tensor, mask: torch.Tensor, group_size: int, **_) -> tuple[torch.Tensor, None]:
+    """Leave-one-out baseline: ``r_i − mean_{j≠i} r_j`` (Ahmadian et al. 2024)."""
+    g = _groups(scores, group_size)
+    baseline = (g.sum(-1, keepdim=True) - g) / (group_size - 1)
+    return (g - baseline).reshape(-1)[:, None] * mask, None
+
+
+def reinforce_pp(*, scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None, kl_coef: float = 0.0,
+                 gamma: float = 1.0, **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++ (Hu 2025): returns of KL-shaped token rewards, whitened across the batch."""
+    returns = discounted_returns(token_rewards(scores, mask, kl, kl_coef), mask.float(), gamma)
+    return masked_whiten(returns, mask), returns
+
+
+ESTIMATORS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor | None]]] = {
+    "gae": gae, "grpo": grpo, "rloo": rloo, "reinforce++": reinforce_pp,
+}
