@@ -190,7 +190,7 @@ def _cmd_runs(args) -> int:
 
     table = Table("name", "kind", "status", "parents", "key metrics")
     for r in runs:
-        keys = [k for k in ("val_bpb", "val_loss", "loss", "reward_mean", "accuracy", "heldout_bytes_per_token", "tokens", "docs_out")
+        keys = [k for k in ("val_bpb", "val_accuracy", "val_loss", "loss", "reward_mean", "accuracy", "heldout_bytes_per_token", "tokens", "docs_out")
                 if k in r.metrics][:3]
         table.add_row(r.name, r.kind, r.status, ", ".join(r.parents),
                       ", ".join(f"{k}={r.metrics[k]:.4g}" for k in keys))

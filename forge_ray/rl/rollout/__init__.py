@@ -1,1 +1,20 @@
-"""Rollout engines: vLLM (CUDA or CPU build) as Ray actors, HF generate as the fallback."""
+"""Rollout engines (vLLM, HF fallback) and what they share: the weight-sync payload."""
+
+from __future__ import annotations
+
+
+def weights_blob(state_dict: dict) -> bytes:
+    """A safetensors blob of a state dict for ``update_weights``. Tensors that share storage
+    (tied input/output embeddings) are sent once, under their first name: safetensors refuses
+    shared tensors, and both engines re-tie them on load."""
+    import safetensors.torch
+
+    seen: set[tuple[int, int]] = set()
+    unique = {}
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            continue
+        seen.add(key)
+        unique[name] = tensor.detach().contiguous()
+    return safetensors.torch.save(unique)

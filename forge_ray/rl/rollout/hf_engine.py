@@ -1,0 +1,70 @@
+"""The fallback rollout engine: HF ``generate`` behind the same interface as
+:class:`~forge_ray.rl.rollout.vllm_engine.VLLMEngine` (``generate`` → token ids per sample,
+``update_weights`` from a safetensors blob), for machines without vLLM or when chosen
+explicitly (``rollout.backend: hf``). Slower, but the same controller drives it.
+
+    engine = HFEngine(model_dir)                      # in-process
+    actor = ray.remote(HFEngine).remote(model_dir)    # as a rollout actor
+"""
+
+from __future__ import annotations
+
+
+class HFEngine:
+    def __init__(self, model_dir: str, seed: int = 0, device: str = "cpu", batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
+                                                          dtype=torch.float32).to(device).eval()
+        self.eos_id = self.model.config.eos_token_id
+        self.device, self.batch_size = device, batch_size
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
+                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None) -> list[list[list[int]]]:
+        """Token ids of ``n`` completions per prompt, each cut after its first stop token
+        (``stop_token_ids=None``: the eos token; ``[]``: never stop early)."""
+        stops = [self.eos_id] if stop_token_ids is None else list(stop_token_ids)
+        out: list[list[list[int]]] = []
+        for ids in prompt_token_ids:
+            samples = [self._sample(ids, max_tokens, temperature, top_p, stops) for _ in range(n)]
+            out.append(samples)
+        return out
+
+    def _sample(self, ids: list[int], max_tokens: int, temperature: float, top_p: float, stops: list[int]) -> list[int]:
+        """One completion with a KV cache; sampling with this engine's seeded generator."""
+        import torch
+
+        generated: list[int] = []
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            for _ in range(max_tokens):
+                logits = out.logits[0, -1].float()
+                if temperature == 0:
+                    token = int(logits.argmax())
+                else:
+                    probs = (logits / temperature).softmax(-1)
+                    if top_p < 1.0:
+                        sorted_p, order = probs.sort(descending=True)
+                        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+                        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+                        probs = probs / probs.sum()
+                    token = int(torch.multinomial(probs, 1, generator=self.generator))
+                generated.append(token)
+                if token in stops:
+                    break
+                out = self.model(input_ids=torch.tensor([[token]], device=self.device),
+                                 past_key_values=out.past_key_values, use_cache=True)
+        return generated
+
+    def update_weights(self, blob: bytes) -> int:
+        """Replace (some of) the weights in place from a safetensors blob."""
+        import safetensors.torch
+
+        tensors = safetensors.torch.load(bytes(blob))
+        missing = set(tensors) - set(self.model.state_dict())
+        if missing:
+            raise KeyError(f"weights not in the rollout model: {sorted(missing)[:5]}")
+        self.model.load_state_dict(tensors, strict=False)
+        return len(tensors)
