@@ -32,6 +32,7 @@ RUNNERS: dict[str, str] = {
     "sft": "forge_ray.train.stage:run",
     "dpo": "forge_ray.train.stage:run",
     "reward_model": "forge_ray.train.stage:run",
+    "rl": "forge_ray.rl.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }
 

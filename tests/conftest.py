@@ -109,3 +109,14 @@ def storage(tmp_path) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
+    """The demo pipeline (`make demo`'s spec) run once through the CLI on the session cluster;
+    its runs (tokenizer … SFT, DPO, reward model) are the inputs of the RL and eval tests."""
+    storage = tmp_path_factory.mktemp("demo-runs")
+    result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage),
+                   env={"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}, timeout=2400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage

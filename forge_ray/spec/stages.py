@@ -210,6 +210,8 @@ class RolloutSpec:
     top_p: float = opt(1.0, "nucleus sampling", gt=0, le=1)
     max_new_tokens: int = opt(32, "longest response", ge=1)
     stop: list[str] = opt([], "stop strings")
+    cpus_per_engine: float = opt(1.0, "CPUs per engine actor (fractions allowed)", gt=0)
+    gpus_per_engine: float = opt(0.0, "GPUs per engine actor", ge=0)
 
 
 @dataclass(kw_only=True)
@@ -219,22 +221,43 @@ class RLStage(StageSpec):
     KIND: ClassVar[str] = "rl"
     INPUTS: ClassVar[tuple[str, ...]] = ("policy", "reward_model")
     policy: str = opt(help="run whose model is the initial policy (and reference)")
-    algo: Literal["ppo", "grpo", "reinforce++"] = opt("grpo", "algorithm")
+    algo: Literal["ppo", "grpo", "rloo", "reinforce++"] = opt("grpo", "algorithm")
     prompts: list[SourceSpec] = opt(help="prompts (format prompt_answer)")
+    eval_fraction: float = opt(0.2, "share of prompts held out to measure reward", ge=0, lt=1)
     reward_model: str | None = opt(None, "reward-model run")
-    reward_funcs: list[str] = opt(["exact_match"], "reward functions by registered name")
+    reward_funcs: list[str] = opt(["exact_match"], "reward functions: built-in names or module:function")
+    reward_weights: list[float] = opt([], "weight per reward (default 1 each; the reward model is last)")
     rollout: RolloutSpec = opt(default_factory=RolloutSpec, help="sampling")
-    kl_coef: float = opt(0.01, "KL penalty to the reference", ge=0)
+    kl_coef: float = opt(0.01, "KL penalty to the reference (in the reward or as a loss term, by algo)", ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator for the loss term")
+    entropy_coef: float = opt(0.0, "entropy bonus", ge=0)
     clip_eps: float = opt(0.2, "policy-ratio clip", gt=0)
+    clip_eps_high: float | None = opt(None, "upper ratio clip (default: clip_eps)", gt=0)
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = opt(
+        "token-mean", "how token losses are averaged")
+    gamma: float = opt(1.0, "discount", gt=0, le=1)
+    lam: float = opt(0.95, "GAE lambda (PPO)", ge=0, le=1)
+    epochs: int = opt(1, "policy passes over each rollout batch", ge=1)
+    micro_batch_size: int = opt(8, "sequences per policy forward", ge=1)
     prompts_per_step: int = opt(8, "prompts per RL step", ge=1)
     max_steps: int = opt(20, "RL steps", ge=1)
+    eval_every: int = opt(5, "steps between held-out reward measurements (0: only at start and end)", ge=0)
+    checkpoint_every: int = opt(5, "steps between checkpoints (0: only at the end)", ge=0)
     optim: OptimSpec = opt(default_factory=lambda: OptimSpec(lr=1e-5, warmup_steps=0), help="policy optimiser")
-    resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy workers")
+    resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy (and critic) workers")
+    reference_cpus: float = opt(0.5, "CPUs of the reference actor (it only scores)", gt=0)
 
     def check(self):
         yield from super().check()
         if not self.prompts:
             yield "prompts", "needs at least one source", ""
+        n_rewards = len(self.reward_funcs) + (1 if self.reward_model else 0)
+        if n_rewards == 0:
+            yield "reward_funcs", "needs a reward: a function or a reward_model", ""
+        if self.reward_weights and len(self.reward_weights) != n_rewards:
+            yield "reward_weights", f"has {len(self.reward_weights)} weights for {n_rewards} rewards", ""
+        if self.algo in ("grpo", "rloo") and self.rollout.n_samples < 2:
+            yield "rollout.n_samples", f"{self.algo} compares samples of the same prompt: needs at least 2", ""
 
 
 # ---------------------------------------------------------------------------- eval

@@ -57,6 +57,15 @@ def save(engine, directory: Path, rank: int, step: int, stream_state: dict, extr
         {"step": step, "files": {str(p.relative_to(directory)): _sha256(p) for p in files}}, indent=1))
 
 
+def seal(directory: Path, step: int) -> None:
+    """Write the integrity record over every file already in ``directory`` (for checkpoints
+    assembled by several actors, e.g. RL's policy and critic)."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)
+    (directory / RECORD).write_text(json.dumps(
+        {"step": step, "files": {str(p.relative_to(directory)): _sha256(p) for p in files}}, indent=1))
+
+
 def verify(directory: Path) -> int:
     """Check every recorded file's hash; returns the step. Raises on any mismatch."""
     directory = Path(directory)

@@ -12,18 +12,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from tests.conftest import forge, read_json
+from tests.conftest import read_json
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo(ray_cluster, demo_data, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("demo-runs")
-    result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage),
-                   env={"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}, timeout=2400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return storage
+def demo(demo_runs):
+    return demo_runs
 
 
 def _rows(path) -> list[dict]:

@@ -1,0 +1,179 @@
+"""The RL loop, driven from one process: prompts → rollouts → rewards → (values, reference
+log-probs) → advantages → policy/critic updates → weight sync to the rollout engines.
+
+Roles are Ray actors (:mod:`forge_ray.rl.workers`, :mod:`forge_ray.rl.rollout`); the
+algorithm is data (:data:`forge_ray.rl.algos.ALGORITHMS`), so this file has no per-algorithm
+branches beyond "is there a critic". ``old_logp`` is recomputed by the policy workers
+rather than taken from the engine, so the importance ratio is exact whatever the engine's
+numerics.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import ray
+import torch
+
+from forge_ray.rl.algos import ALGORITHMS
+from forge_ray.rl.algos.advantages import ESTIMATORS
+from forge_ray.rl.algos.losses import KL_ESTIMATORS
+from forge_ray.rl.experience import RolloutBatch, pack_rollouts
+
+log = logging.getLogger("forge_ray.rl")
+
+
+@dataclass
+class Roles:
+    policy: object  # ActorGroup of TrainableWorker(role="policy")
+    reference: object  # ReferenceWorker actor
+    engines: list  # rollout engine actors
+    critic: object | None = None
+    reward_fn: object = None
+    backend: str = "hf"
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    offset: int = 0
+    rng: dict = field(default_factory=dict)
+
+
+class RLController:
+    def __init__(self, spec, roles: Roles, tokenizer, train_rows: list[dict], eval_rows: list[dict]):
+        self.spec, self.roles, self.tok = spec, roles, tokenizer
+        self.algo = ALGORITHMS[spec.algo]
+        self.train_rows, self.eval_rows = train_rows, eval_rows
+        self.state = LoopState()
+        self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id)
+                        if isinstance(i, int) and i >= 0]
+
+    # ------------------------------------------------------------------ data
+
+    def prompt_ids(self, rows: list[dict]) -> list[list[int]]:
+        return [list(self.tok.apply_chat_template([{"role": "user", "content": r["prompt"]}],
+                                                  add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]) for r in rows]
+
+    def next_prompts(self) -> list[dict]:
+        """The next ``prompts_per_step`` rows of a per-epoch seeded permutation (resumable)."""
+        n, out = len(self.train_rows), []
+        while len(out) < self.spec.prompts_per_step:
+            order = list(range(n))
+            random.Random(self.spec.seed * 1_000_003 + self.state.epoch).shuffle(order)
+            take = order[self.state.offset:self.state.offset + self.spec.prompts_per_step - len(out)]
+            out += [self.train_rows[i] for i in take]
+            self.state.offset += len(take)
+            if self.state.offset >= n:
+                self.state.epoch, self.state.offset = self.state.epoch + 1, 0
+        return out
+
+    # ------------------------------------------------------------------ rollouts
+
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float) -> list[list[list[int]]]:
+        """Spread prompts over the engines; returns ``n`` responses per prompt, in order."""
+        r = self.spec.rollout
+        engines = self.roles.engines
+        chunks = [prompt_ids[i::len(engines)] for i in range(len(engines))]
+        refs = [e.generate.remote(c, max_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p, n=n,
+                                  stop_token_ids=self.end_ids) for e, c in zip(engines, chunks) if c]
+        parts = ray.get(refs)
+        out: list = [None] * len(prompt_ids)
+        for e_index, part in enumerate(parts):
+            for j, samples in enumerate(part):
+                out[e_index + j * len(engines)] = samples
+        return out
+
+    def decode(self, response: list[int]) -> str:
+        return self.tok.decode([t for t in response if t not in self.end_ids], skip_special_tokens=True)
+
+    def rewards(self, rows: list[dict], completions: list[str]) -> list[float]:
+        columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"}
+        return [float(x) for x in self.roles.reward_fn([r["prompt"] for r in rows], completions, **columns)]
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self) -> dict:
+        spec, t0 = self.spec, time.perf_counter()
+        rows = self.next_prompts()
+        prompt_ids = self.prompt_ids(rows)
+        samples = self.generate(prompt_ids, spec.rollout.n_samples, spec.rollout.temperature)
+        t_gen = time.perf_counter() - t0
+        flat_rows = [row for row, s in zip(rows, samples) for _ in s]
+        flat_prompts = [p for p, s in zip(prompt_ids, samples) for _ in s]
+        responses = [resp for s in samples for resp in s]
+        completions = [self.decode(r) for r in responses]
+        scores = torch.tensor(self.rewards(flat_rows, completions))
+        batch = pack_rollouts(flat_prompts, responses, self.tok.pad_token_id)
+        tensors = self._experience(batch, scores)
+        t_train = time.perf_counter()
+        stats = self._train(tensors)
+        self.sync_weights()
+        self.state.step += 1
+        lengths = torch.tensor([len(r) for r in responses], dtype=torch.float32)
+        elapsed = time.perf_counter() - t0
+        metrics = {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
+                   "response_len": float(lengths.mean()), "generate_frac": t_gen / elapsed,
+                   "train_frac": (time.perf_counter() - t_train) / elapsed,
+                   "rollout_tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9), **stats}
+        return metrics
+
+    def _experience(self, batch: RolloutBatch, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        seq, att, mask = batch.sequences, batch.attention_mask, batch.response_mask
+        old = ray.get(self.roles.policy.actors[0].token_logps.remote(seq, att))
+        ref = ray.get(self.roles.reference.token_logps.remote(seq, att))
+        kl = KL_ESTIMATORS["k1"](old, ref) * mask
+        values = ray.get(self.roles.critic.actors[0].values.remote(seq, att)) if self.roles.critic else None
+        adv, returns = ESTIMATORS[self.algo.advantage](
+            scores=scores, mask=mask, values=values, kl=kl if self.algo.kl_in_reward else None,
+            kl_coef=self.spec.kl_coef, group_size=self.spec.rollout.n_samples, gamma=self.spec.gamma,
+            lam=self.spec.lam)
+        out = {"sequences": seq, "attention_mask": att, "response_mask": mask, "old_logp": old, "ref_logp": ref,
+               "advantages": adv.detach(), "kl_to_ref": kl}
+        if values is not None:
+            out.update(old_values=values, returns=returns.detach())
+        return out
+
+    def _shards(self, tensors: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+        size = next(iter(tensors.values())).shape[0]
+        per = -(-size // n)
+        return [{k: v[i * per:(i + 1) * per] for k, v in tensors.items()} for i in range(n)]
+
+    def _train(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+        spec = self.spec
+        kl = float((tensors["kl_to_ref"].sum() / tensors["response_mask"].sum().clamp(min=1)))
+        groups = [(self.roles.policy, "policy")] + ([(self.roles.critic, "critic")] if self.roles.critic else [])
+        out = {"kl_to_ref": kl}
+        for group, name in groups:
+            shards = self._shards(tensors, len(group.actors))
+            results = group.call("train", shards, epochs=spec.epochs, micro_batch=spec.micro_batch_size)
+            for key in results[0]:
+                out[key if name == "policy" else f"critic_{key}"] = sum(r[key] for r in results) / len(results)
+        return out
+
+    def sync_weights(self) -> None:
+        blobs = self.roles.policy.call("weights")
+        blob = blobs[0]
+        ray.get([e.update_weights.remote(blob) for e in self.roles.engines])
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict:
+        """Mean reward of greedy answers on the held-out prompts."""
+        if not self.eval_rows:
+            return {}
+        samples = self.generate(self.prompt_ids(self.eval_rows), 1, 0.0)
+        completions = [self.decode(s[0]) for s in samples]
+        scores = self.rewards(self.eval_rows, completions)
+        return {"eval_reward": sum(scores) / len(scores)}
+
+    def state_dict(self) -> dict:
+        return {"step": self.state.step, "epoch": self.state.epoch, "offset": self.state.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = LoopState(step=int(state["step"]), epoch=int(state["epoch"]), offset=int(state["offset"]))

@@ -1,0 +1,191 @@
+"""Ray actors for the RL roles that hold a model: the policy (and critic) train with one
+DeepSpeed engine per worker; the reference only scores. OpenRLHF's shape, our code.
+
+A trainable group of ``N`` workers forms its own ``torch.distributed`` group (gloo on CPU,
+NCCL on GPU) so ZeRO shards and all-reduces work exactly as in pre-training; the controller
+hands each worker its shard of the batch. Weights for the rollout engines come from
+:meth:`TrainableWorker.weights` (a collective under ZeRO-3; rank 0 returns the blob).
+
+    group = ActorGroup(TrainableWorker, 2, num_cpus=1, init=dict(role="policy", model_dir=..., ...))
+    group.call("train", shards)   # one shard per worker
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TrainableWorker:
+    """One rank of the policy or critic group."""
+
+    def __init__(self, rank: int, world: int, role: str, model_dir: str, optim: dict, train: dict, objective: dict,
+                 seed: int = 0, precision: str = "fp32"):
+        self.rank, self.world, self.role = rank, world, role
+        self.args = dict(model_dir=model_dir, optim=optim, train=dict(train), objective=objective, seed=seed,
+                         precision=precision)
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the process group (asked of rank 0 only)."""
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Join the group's process group and build the DeepSpeed engine (all ranks at once)."""
+        import deepspeed
+        import torch.distributed as dist
+
+        from forge_ray.distributed.deepspeed_config import build_ds_config
+        from forge_ray.spec.sections import TrainSpec
+
+        a = self.args
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world), LOCAL_RANK="0")
+        torch.manual_seed(a["seed"])
+        train, optim = a["train"], a["optim"]
+        torch.set_num_threads(max(1, int(train.pop("threads", 1))))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=self.rank,
+                                    world_size=self.world)
+        self.objective = _build_objective(self.role, a["model_dir"], a["objective"])
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]),
+                                      eps=optim["eps"], weight_decay=optim["weight_decay"])
+        ds_config = build_ds_config(TrainSpec(**train), self.world, optim["grad_clip"], a["precision"])
+        self.engine, *_ = deepspeed.initialize(model=self.objective, optimizer=optimizer, config=ds_config,
+                                               dist_init_required=False)
+        self.zero3 = train.get("zero_stage", 0) == 3
+        return self.rank
+
+    def token_logps(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The current policy's log-probs of the given tokens (``[B, L-1]``), no grad."""
+        from forge_ray.rl.experience import token_logps
+
+        with torch.no_grad():
+            return token_logps(self.objective.model, sequences, attention_mask)
+
+    def values(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.objective.values(sequences, attention_mask)
+
+    def train(self, shard: dict[str, torch.Tensor], epochs: int, micro_batch: int) -> dict[str, float]:
+        """``epochs`` passes over this rank's shard in micro-batches; mean statistics."""
+        totals: dict[str, float] = {}
+        count = 0
+        n = next(iter(shard.values())).shape[0]
+        self.engine.train()
+        for _ in range(epochs):
+            for start in range(0, n, micro_batch):
+                batch = {k: shard[k][start:start + micro_batch] for k in self.objective.batch_keys}
+                loss = self.engine(**batch)
+                self.engine.backward(loss)
+                self.engine.step()
+                for k, v in self.objective.stats.items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+                count += 1
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def weights(self) -> bytes | None:
+        """A safetensors blob of the full weights on rank 0 (every rank must call under ZeRO-3)."""
+        from forge_ray.rl.rollout import weights_blob
+
+        state = self._full_state()
+        if self.rank != 0:
+            return None
+        return weights_blob(state)
+
+    def _full_state(self) -> dict | None:
+        """HF-named full weights on rank 0 (a collective under ZeRO-3), None elsewhere."""
+        state = (self.engine._zero3_consolidated_16bit_state_dict() if self.zero3
+                 else self.objective.state_dict() if self.rank == 0 else None)
+        return None if state is None else {k.removeprefix("model."): v.detach() for k, v in state.items()}
+
+    def save_hf(self, out_dir: str, tokenizer_dir: str) -> None:
+        from forge_ray.train.export import write_hf_dir
+
+        state = self._full_state()
+        if self.rank == 0:
+            model = self.objective.model
+            write_hf_dir(state, model.config, tokenizer_dir, Path(out_dir), type(model))
+
+    def save_checkpoint(self, directory: str) -> None:
+        self.engine.save_checkpoint(directory, tag="engine")
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.engine.load_checkpoint(directory, tag="engine", load_optimizer_states=True, load_lr_scheduler_states=True)
+
+
+def _build_objective(role: str, model_dir: str, kwargs: dict):
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    from forge_ray.rl.objective import CriticObjective, PolicyObjective
+
+    load = dict(use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+    if role == "policy":
+        return PolicyObjective(AutoModelForCausalLM.from_pretrained(model_dir, **load), **kwargs)
+    if role == "critic":  # the policy's backbone with a fresh one-label value head per token
+        return CriticObjective(AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=1, **load),
+                               **kwargs)
+    raise ValueError(f"unknown trainable role {role!r}")
+
+
+class ReferenceWorker:
+    """The frozen reference policy: scores tokens, never trains."""
+
+    def __init__(self, model_dir: str, threads: int = 1):
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(max(1, threads))
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
+                                                          dtype=torch.float32).eval()
+
+    def token_logps(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from forge_ray.rl.experience import token_logps
+
+        with torch.no_grad():
+            return token_logps(self.model, sequences, attention_mask)
+
+
+class ActorGroup:
+    """``size`` Ray actors of one role, packed on as few nodes as possible."""
+
+    def __init__(self, cls, size: int, num_cpus: float = 1, num_gpus: float = 0, init: dict[str, Any] | None = None):
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
+        self.pg = placement_group([bundle] * size, strategy="PACK")
+        ray.get(self.pg.ready(), timeout=600)
+        remote = ray.remote(cls)
+        self.actors = []
+        for rank in range(size):
+            strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
+            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=strategy)
+            args = (rank, size) if cls is TrainableWorker else ()
+            self.actors.append(remote.options(**opts).remote(*args, **(init or {})))
+        if cls is TrainableWorker:  # one process group per trainable group, rooted at rank 0's node
+            addr, port = ray.get(self.actors[0].address.remote())
+            ray.get([a.setup.remote(addr, port) for a in self.actors])
+
+    def call(self, method: str, *per_actor_args, **kwargs) -> list:
+        """Call ``method`` on every actor; positional arguments are lists with one item per actor."""
+        refs = [getattr(a, method).remote(*(arg[i] for arg in per_actor_args), **kwargs)
+                for i, a in enumerate(self.actors)]
+        return ray.get(refs)
+
+    def kill(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for a in self.actors:
+            ray.kill(a)
+        remove_placement_group(self.pg)
