@@ -34,6 +34,7 @@ class Roles:
     critic: object | None = None
     reward_fn: object = None
     backend: str = "hf"
+    engine_factory: object = None  # index → a new engine actor (to replace one that died)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class RLController:
         self.algo = ALGORITHMS[spec.algo]
         self.train_rows, self.eval_rows = train_rows, eval_rows
         self.state = LoopState()
+        self.engine_restarts = 0
         self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id)
                         if isinstance(i, int) and i >= 0]
 
@@ -77,17 +79,33 @@ class RLController:
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float) -> list[list[list[int]]]:
         """Spread prompts over the engines; returns ``n`` responses per prompt, in order."""
-        r = self.spec.rollout
         engines = self.roles.engines
         chunks = [prompt_ids[i::len(engines)] for i in range(len(engines))]
-        refs = [e.generate.remote(c, max_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p, n=n,
-                                  stop_token_ids=self.end_ids) for e, c in zip(engines, chunks) if c]
-        parts = ray.get(refs)
+        parts = [self._generate_on(i, c, n, temperature) if c else [] for i, c in enumerate(chunks)]
         out: list = [None] * len(prompt_ids)
         for e_index, part in enumerate(parts):
             for j, samples in enumerate(part):
                 out[e_index + j * len(engines)] = samples
         return out
+
+    def _generate_on(self, index: int, prompts: list[list[int]], n: int, temperature: float, retries: int = 2):
+        """Generate on engine ``index``; an engine that died is replaced, brought to the
+        current weights, and asked again."""
+        r = self.spec.rollout
+        for attempt in range(retries + 1):
+            try:
+                return ray.get(self.roles.engines[index].generate.remote(
+                    prompts, max_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p, n=n,
+                    stop_token_ids=self.end_ids))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
+                if attempt == retries or self.roles.engine_factory is None:
+                    raise
+                log.warning("rollout engine %d died (%s); replacing it", index, type(exc).__name__)
+                self.roles.engines[index] = self.roles.engine_factory(index)
+                blob = self.roles.policy.call("weights")[0]
+                ray.get(self.roles.engines[index].update_weights.remote(blob))
+                self.engine_restarts += 1
+        raise AssertionError("unreachable")
 
     def decode(self, response: list[int]) -> str:
         return self.tok.decode([t for t in response if t not in self.end_ids], skip_special_tokens=True)
@@ -100,6 +118,7 @@ class RLController:
 
     def step(self) -> dict:
         spec, t0 = self.spec, time.perf_counter()
+        _maybe_kill_engine(self.roles.engines, self.state.step + 1)
         rows = self.next_prompts()
         prompt_ids = self.prompt_ids(rows)
         samples = self.generate(prompt_ids, spec.rollout.n_samples, spec.rollout.temperature)
@@ -120,7 +139,8 @@ class RLController:
         metrics = {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
                    "response_len": float(lengths.mean()), "generate_frac": t_gen / elapsed,
                    "train_frac": (time.perf_counter() - t_train) / elapsed,
-                   "rollout_tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9), **stats}
+                   "rollout_tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9),
+                   "engine_restarts": self.engine_restarts, **stats}
         return metrics
 
     def _experience(self, batch: RolloutBatch, scores: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -177,3 +197,14 @@ class RLController:
 
     def load_state_dict(self, state: dict) -> None:
         self.state = LoopState(step=int(state["step"]), epoch=int(state["epoch"]), offset=int(state["offset"]))
+
+
+def _maybe_kill_engine(engines: list, step: int) -> None:
+    """Fault injection for the recovery test: kill rollout engine 0 once, before a given step."""
+    import json
+    import os
+
+    fault = json.loads(os.environ.get("FORGE_FAULT_INJECT") or "null")
+    if fault and fault.get("kill_engine_at_step") == step and not os.path.exists(fault["marker"]):
+        open(fault["marker"], "w").write(f"killed rollout engine 0 before RL step {step}\n")
+        ray.kill(engines[0], no_restart=True)

@@ -76,6 +76,9 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     reference = ray.remote(ReferenceWorker).options(num_cpus=spec.reference_cpus).remote(policy_dir)
     backend = pick_backend(r.backend)
     engines = [_engine(backend, policy_dir, r, spec.seed + i) for i in range(r.num_engines)]
+
+    def engine_factory(index: int):
+        return _engine(backend, policy_dir, r, spec.seed + index + 1000)
     fns = [rewards.load(name) for name in spec.reward_funcs]
     if reward_model_dir:
         from forge_ray.models.reward import reward_actor
@@ -84,7 +87,7 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     weights = spec.reward_weights or [1.0] * len(fns)
     reward_fn = _weighted(fns, weights)
     return Roles(policy=policy, reference=reference, engines=engines, critic=critic, reward_fn=reward_fn,
-                 backend=backend)
+                 backend=backend, engine_factory=engine_factory)
 
 
 def _engine(backend: str, model_dir: str, r, seed: int):
@@ -172,7 +175,8 @@ def _checkpoint(controller, run: RunDir) -> None:
     roles.policy.call("save_checkpoint", [str(tmp / "policy")] * len(roles.policy.actors))
     if roles.critic:
         roles.critic.call("save_checkpoint", [str(tmp / "critic")] * len(roles.critic.actors))
-    (tmp / "controller.json").write_text(json.dumps(controller.state_dict()))
+    digest = roles.policy.call("weights_digest")[0]
+    (tmp / "controller.json").write_text(json.dumps({**controller.state_dict(), "policy_sha256": digest}))
     seal(tmp, step)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
@@ -191,9 +195,15 @@ def _resume(controller, run: RunDir) -> None:
     roles.policy.call("load_checkpoint", [str(latest / "policy")] * len(roles.policy.actors))
     if roles.critic:
         roles.critic.call("load_checkpoint", [str(latest / "critic")] * len(roles.critic.actors))
-    controller.load_state_dict(json.loads((latest / "controller.json").read_text()))
+    saved = json.loads((latest / "controller.json").read_text())
+    restored = roles.policy.call("weights_digest")[0]
+    if restored != saved["policy_sha256"]:
+        raise RuntimeError(f"{latest}: the restored policy's weights differ from the saved ones "
+                           f"({restored[:12]} vs {saved['policy_sha256'][:12]})")
+    controller.load_state_dict(saved)
     controller.sync_weights()
-    log.info("resumed %s at step %d", run.name, controller.state.step)
+    run.update(resumed_from_step=controller.state.step, resumed_policy_sha256=restored)
+    log.info("resumed %s at step %d (policy weights verified)", run.name, controller.state.step)
 
 
 def _maybe_fail(step: int) -> None:

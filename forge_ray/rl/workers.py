@@ -110,6 +110,19 @@ class TrainableWorker:
                  else self.objective.state_dict() if self.rank == 0 else None)
         return None if state is None else {k.removeprefix("model."): v.detach() for k, v in state.items()}
 
+    def weights_digest(self) -> str | None:
+        """SHA-256 of the full weights (rank 0): proves a restored policy is the saved one."""
+        import hashlib
+
+        state = self._full_state()
+        if state is None:
+            return None
+        h = hashlib.sha256()
+        for name in sorted(state):
+            h.update(name.encode())
+            h.update(state[name].float().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def save_hf(self, out_dir: str, tokenizer_dir: str) -> None:
         from forge_ray.train.export import write_hf_dir
 
