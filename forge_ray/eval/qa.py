@@ -11,20 +11,16 @@ shows that SFT taught the model to answer from what pre-training put in its weig
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 
-def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s:-]", "", text.lower())).strip()
-
-
 def is_correct(output: str, answer: str) -> bool:
     """The reference, as whole words, in the first line of the output (answers may be a
-    sentence: "The part number of X is AB-1234."); a wrong first line never counts."""
-    first = normalize(output.strip().split("\n")[0])
-    return re.search(rf"(^|\s){re.escape(normalize(answer))}($|\s)", first) is not None
+    sentence: "The part number of X is AB-1234."): the RL ``contains_answer`` reward."""
+    from forge_ray.rl.rewards.functions import contains_answer
+
+    return contains_answer([""], [output], answer=[answer]) == [1.0]
 
 
 def qa_accuracy(model_dir: str | Path, eval_path: str | Path, max_new_tokens: int = 16, model=None,

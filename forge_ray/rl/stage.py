@@ -79,13 +79,12 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
 
     def engine_factory(index: int):
         return _engine(backend, policy_dir, r, spec.seed + index + 1000)
-    fns = [rewards.load(name) for name in spec.reward_funcs]
+    fns = {name: rewards.load(name) for name in spec.reward_funcs}
     if reward_model_dir:
         from forge_ray.models.reward import reward_actor
 
-        fns.append(rewards.reward_model_fn(reward_actor(reward_model_dir, num_cpus=0.25)))
-    weights = spec.reward_weights or [1.0] * len(fns)
-    reward_fn = _weighted(fns, weights)
+        fns["reward_model"] = rewards.reward_model_fn(reward_actor(reward_model_dir, num_cpus=0.25))
+    reward_fn = rewards.weighted_sum(fns, spec.reward_weights or [1.0] * len(fns))
     return Roles(policy=policy, reference=reference, engines=engines, critic=critic, reward_fn=reward_fn,
                  backend=backend, engine_factory=engine_factory)
 
@@ -101,16 +100,6 @@ def _engine(backend: str, model_dir: str, r, seed: int):
     from forge_ray.rl.rollout.hf_engine import HFEngine
 
     return ray.remote(HFEngine).options(**opts).remote(model_dir, seed=seed)
-
-
-def _weighted(fns, weights):
-    def total(prompts, completions, **columns):
-        out = [0.0] * len(completions)
-        for fn, w in zip(fns, weights):
-            out = [o + w * float(s) for o, s in zip(out, fn(prompts, completions, **columns))]
-        return out
-
-    return total
 
 
 def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:

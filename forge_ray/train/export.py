@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -116,7 +117,7 @@ def export_checkpoint(storage, run_name: str, step: int | None = None, out: str 
         verify(local)
         if out is None:
             with run.local_dir(f"exports/step-{step}") as dest:
-                _copy_tree(local / HF_SUBDIR, dest)
+                shutil.copytree(local / HF_SUBDIR, dest, dirs_exist_ok=True)
             target = run.file(f"exports/step-{step}")
         else:
             fs, path = pafs.FileSystem.from_uri(out) if "://" in out else (pafs.LocalFileSystem(), str(Path(out).resolve()))
@@ -126,8 +127,3 @@ def export_checkpoint(storage, run_name: str, step: int | None = None, out: str 
             target = out
     return {"run": run_name, "step": step, "checkpoint": rel, "out": target}
 
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    import shutil
-
-    shutil.copytree(src, dest, dirs_exist_ok=True)

@@ -45,17 +45,20 @@ def load(name: str) -> RewardFn:
 
 
 def combine(weighted: dict[str, float] | list[str]) -> RewardFn:
-    """One reward: the weighted sum of several (a list means weight 1 each)."""
+    """One reward: the weighted sum of several by name (a list means weight 1 each)."""
     weights = {n: 1.0 for n in weighted} if isinstance(weighted, list) else dict(weighted)
-    fns = {n: load(n) for n in weights}
+    return weighted_sum({n: load(n) for n in weights}, list(weights.values()))
 
+
+def weighted_sum(fns: dict[str, RewardFn], weights: list[float]) -> RewardFn:
+    """``Σ w·fn(...)`` over reward functions (named for error messages)."""
     def total(prompts: list[str], completions: list[str], **columns) -> list[float]:
         out = [0.0] * len(completions)
-        for name, fn in fns.items():
+        for (name, fn), weight in zip(fns.items(), weights):
             scores = fn(prompts, completions, **columns)
             if len(scores) != len(completions):
                 raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
-            out = [o + weights[name] * float(s) for o, s in zip(out, scores)]
+            out = [o + weight * float(s) for o, s in zip(out, scores)]
         return out
 
     return total
