@@ -106,9 +106,10 @@ class TrainableWorker:
 
     def _full_state(self) -> dict | None:
         """HF-named full weights on rank 0 (a collective under ZeRO-3), None elsewhere."""
-        state = (self.engine._zero3_consolidated_16bit_state_dict() if self.zero3
-                 else self.objective.state_dict() if self.rank == 0 else None)
-        return None if state is None else {k.removeprefix("model."): v.detach() for k, v in state.items()}
+        from forge_ray.train.export import gather_state, hf_state_dict
+
+        state = gather_state(self.engine, self.objective, self.zero3, self.rank)
+        return None if state is None else hf_state_dict(state, None)
 
     def weights_digest(self) -> str | None:
         """SHA-256 of the full weights (rank 0): proves a restored policy is the saved one."""

@@ -47,6 +47,15 @@ def hf_state_dict(state: dict[str, torch.Tensor], lora: dict | None) -> dict[str
     return plain
 
 
+def gather_state(engine, objective, zero3: bool, rank: int) -> dict[str, torch.Tensor] | None:
+    """The whole model's state dict (objective-level names) on rank 0, None elsewhere; a
+    collective under ZeRO-3, where every rank must call it."""
+    if zero3:
+        state = engine._zero3_consolidated_16bit_state_dict()
+        return state if rank == 0 else None
+    return {k: v.detach() for k, v in objective.state_dict().items()} if rank == 0 else None
+
+
 def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Path, out: Path,
                  model_class=None) -> None:
     """Write weights (safetensors), config and tokenizer. ``model_class`` is the trained

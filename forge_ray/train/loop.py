@@ -272,19 +272,11 @@ def _maybe_fail(job: dict, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _full_state(engine, objective, job: dict, rank: int) -> dict | None:
-    """The whole model's state dict on rank 0 (None elsewhere); a collective under ZeRO-3."""
-    if job["spec"]["train"]["zero_stage"] == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call it
-        return state if rank == 0 else None
-    return {k: v.detach() for k, v in objective.state_dict().items()} if rank == 0 else None
-
-
 def _write_hf(engine, objective, job: dict, rank: int, out: Path) -> dict | None:
     """Rank 0 writes the HF directory of the current weights (LoRA merged); returns them."""
-    from forge_ray.train.export import hf_state_dict, write_hf_dir
+    from forge_ray.train.export import gather_state, hf_state_dict, write_hf_dir
 
-    state = _full_state(engine, objective, job, rank)
+    state = gather_state(engine, objective, job["spec"]["train"]["zero_stage"] == 3, rank)
     if rank != 0:
         return None
     state = hf_state_dict(state, job["spec"].get("lora"))
