@@ -53,9 +53,11 @@ class RewardScorer:
         return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
 
 
-def reward_actor(model_dir: str, num_cpus: float = 1, num_gpus: float = 0, **kwargs):
-    """A Ray actor serving :class:`RewardScorer` (``.score.remote(prompts, responses)``)."""
+def reward_actor(model_dir: str, num_cpus: float = 1, num_gpus: float = 0, options: dict | None = None, **kwargs):
+    """A Ray actor serving :class:`RewardScorer` (``.score.remote(prompts, responses)``);
+    ``options`` (Ray actor options, e.g. a placement-group bundle) replace the CPU/GPU counts."""
     import ray
 
-    device = "cuda" if num_gpus else "cpu"
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(RewardScorer).remote(model_dir, device=device, **kwargs)
+    options = options or dict(num_cpus=num_cpus, num_gpus=num_gpus)
+    device = "cuda" if options.get("num_gpus") else "cpu"
+    return ray.remote(RewardScorer).options(**options).remote(model_dir, device=device, **kwargs)

@@ -22,6 +22,7 @@ from forge_ray.rl.algos import ALGORITHMS
 from forge_ray.rl.algos.advantages import ESTIMATORS
 from forge_ray.rl.algos.losses import KL_ESTIMATORS
 from forge_ray.rl.experience import RolloutBatch, pack_rollouts
+from forge_ray.rl.rollout import cut_at_stop
 
 log = logging.getLogger("forge_ray.rl")
 
@@ -35,6 +36,10 @@ class Roles:
     reward_fn: object = None
     backend: str = "hf"
     engine_factory: object = None  # index → a new engine actor (to replace one that died)
+    sync: str = "blob"  # how weights reach the engines: "blob" (safetensors via Ray) or "nccl"
+    sleep_engines: bool = False  # colocated engines free the GPU while the policy trains
+    bundles: list = field(default_factory=list)  # shared placement groups to release at the end
+    engine_bundles: dict = field(default_factory=dict)  # engine index → its tensor-parallel bundles
 
 
 @dataclass
@@ -52,6 +57,7 @@ class RLController:
         self.train_rows, self.eval_rows = train_rows, eval_rows
         self.state = LoopState()
         self.engine_restarts = 0
+        self.weight_group_open, self.weight_metas = False, None
         self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id)
                         if isinstance(i, int) and i >= 0]
 
@@ -78,33 +84,44 @@ class RLController:
     # ------------------------------------------------------------------ rollouts
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float) -> list[list[list[int]]]:
-        """Spread prompts over the engines; returns ``n`` responses per prompt, in order."""
+        """Spread prompts over the engines (all generating at once); ``n`` responses per
+        prompt, in order, each cut at the first stop string."""
         engines = self.roles.engines
         chunks = [prompt_ids[i::len(engines)] for i in range(len(engines))]
-        parts = [self._generate_on(i, c, n, temperature) if c else [] for i, c in enumerate(chunks)]
+        refs = [self._submit(i, c, n, temperature) if c else None for i, c in enumerate(chunks)]
+        parts = [self._collect(i, ref, chunks[i], n, temperature) if ref else [] for i, ref in enumerate(refs)]
         out: list = [None] * len(prompt_ids)
         for e_index, part in enumerate(parts):
             for j, samples in enumerate(part):
                 out[e_index + j * len(engines)] = samples
+        stop = self.spec.rollout.stop
+        if stop:
+            def text(tokens):
+                return self.tok.decode(tokens, skip_special_tokens=True)
+            out = [[cut_at_stop(s, stop, text) for s in samples] for samples in out]
         return out
 
-    def _generate_on(self, index: int, prompts: list[list[int]], n: int, temperature: float, retries: int = 2):
-        """Generate on engine ``index``; an engine that died is replaced, brought to the
-        current weights, and asked again."""
+    def _submit(self, index: int, prompts: list[list[int]], n: int, temperature: float):
         r = self.spec.rollout
+        return self.roles.engines[index].generate.remote(prompts, max_tokens=r.max_new_tokens, temperature=temperature,
+                                                         top_p=r.top_p, n=n, stop_token_ids=self.end_ids,
+                                                         stop=r.stop or None)
+
+    def _collect(self, index: int, ref, prompts: list[list[int]], n: int, temperature: float, retries: int = 2):
+        """The result of engine ``index``; an engine that died is replaced, brought to the
+        current weights, and asked again."""
         for attempt in range(retries + 1):
             try:
-                return ray.get(self.roles.engines[index].generate.remote(
-                    prompts, max_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p, n=n,
-                    stop_token_ids=self.end_ids))
+                return ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
                 if attempt == retries or self.roles.engine_factory is None:
                     raise
                 log.warning("rollout engine %d died (%s); replacing it", index, type(exc).__name__)
                 self.roles.engines[index] = self.roles.engine_factory(index)
-                blob = self.roles.policy.call("weights")[0]
-                ray.get(self.roles.engines[index].update_weights.remote(blob))
+                self.weight_group_open = False  # a new member: every engine rejoins a fresh group
+                self.sync_weights()
                 self.engine_restarts += 1
+                ref = self._submit(index, prompts, n, temperature)
         raise AssertionError("unreachable")
 
     def decode(self, response: list[int]) -> str:
@@ -129,9 +146,13 @@ class RLController:
         completions = [self.decode(r) for r in responses]
         scores = torch.tensor(self.rewards(flat_rows, completions))
         batch = pack_rollouts(flat_prompts, responses, self.tok.pad_token_id)
+        if self.roles.sleep_engines:  # colocated: the engines give the GPU back while the policy trains
+            ray.get([e.sleep.remote() for e in self.roles.engines])
         tensors = self._experience(batch, scores)
         t_train = time.perf_counter()
         stats = self._train(tensors)
+        if self.roles.sleep_engines:
+            ray.get([e.wake_up.remote() for e in self.roles.engines])
         self.sync_weights()
         self.state.step += 1
         lengths = torch.tensor([len(r) for r in responses], dtype=torch.float32)
@@ -177,9 +198,27 @@ class RLController:
         return out
 
     def sync_weights(self) -> None:
-        blobs = self.roles.policy.call("weights")
-        blob = blobs[0]
-        ray.get([e.update_weights.remote(blob) for e in self.roles.engines])
+        """Push the policy's weights to every engine: one safetensors blob through Ray, or
+        (``nccl``) a broadcast from policy rank 0 that the engines receive concurrently."""
+        engines = self.roles.engines
+        if self.roles.sync != "nccl":
+            blob = self.roles.policy.call("weights")[0]
+            ray.get([e.update_weights.remote(blob) for e in engines])
+            return
+        from forge_ray.rl.rollout.nccl_sync import engine_ranks
+
+        if not self.weight_group_open:
+            host, port = ray.get(self.roles.policy.actors[0].address.remote())
+            firsts, world = engine_ranks(len(engines), self.spec.rollout.tensor_parallel)
+            joins = [e.init_weight_group.remote(host, port, first, world) for e, first in zip(engines, firsts)]
+            self.roles.policy.call("open_weight_group", [host] * len(self.roles.policy.actors),
+                                   [port] * len(self.roles.policy.actors), [world] * len(self.roles.policy.actors))
+            ray.get(joins)
+            self.weight_metas = ray.get(self.roles.policy.actors[0].weight_metas.remote())
+            self.weight_group_open = True
+        receives = [e.receive_weights.remote(self.weight_metas) for e in engines]
+        self.roles.policy.call("broadcast_weights")
+        ray.get(receives)
 
     # ------------------------------------------------------------------ evaluation
 

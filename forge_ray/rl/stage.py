@@ -2,9 +2,9 @@
 actors, run :class:`~forge_ray.rl.controller.RLController` with metrics, held-out reward,
 checkpoints and resume, then export the policy.
 
-Placement on a small machine: the policy group takes ``resources``, each rollout engine
-``rollout.cpus_per_engine`` (fractions allowed), the reference ``reference_cpus`` — the
-whole loop fits on 2 CPUs. Checkpoints (``checkpoints/step-N``) hold the policy's (and
+Placement (:mod:`forge_ray.rl.placement`): the policy group takes ``resources``, each
+rollout engine ``rollout.cpus_per_engine`` (fractions allowed), the reference
+``reference_cpus`` — the whole loop fits on 2 CPUs — or roles share bundles (``colocate``). Checkpoints (``checkpoints/step-N``) hold the policy's (and
 critic's) DeepSpeed state, the controller's data position and an integrity record;
 re-running the same run name resumes from the newest one.
 """
@@ -38,74 +38,11 @@ def split_prompts(spec: RLStage) -> tuple[list[dict], list[dict]]:
     return rows[n_eval:], rows[:n_eval]
 
 
-def pick_backend(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return "hf"
-    return "vllm"
-
-
-def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
-    import ray
-
-    from forge_ray.distributed.deepspeed_config import choose_precision
-    from forge_ray.rl import rewards
-    from forge_ray.rl.algos import ALGORITHMS
-    from forge_ray.rl.controller import Roles
-    from forge_ray.rl.workers import ActorGroup, ReferenceWorker, TrainableWorker
-    from forge_ray.spec import spec_to_dict
-    from forge_ray.spec.sections import TrainSpec
-
-    algo, res, r = ALGORITHMS[spec.algo], spec.resources, spec.rollout
-    optim = spec_to_dict(spec)["optim"]
-    train = {"zero_stage": 0, "micro_batch_size": spec.micro_batch_size, "threads": int(max(1, res.cpus_per_worker))}
-    precision = choose_precision(TrainSpec())
-    policy_kwargs = dict(clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
-                         kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef, kl_estimator=spec.kl_estimator,
-                         entropy_coef=spec.entropy_coef, aggregation=spec.loss_aggregation)
-    init = dict(role="policy", model_dir=policy_dir, optim=optim, train=train, objective=policy_kwargs,
-                seed=spec.seed, precision=precision)
-    policy = ActorGroup(TrainableWorker, res.num_workers, res.cpus_per_worker, res.gpus_per_worker, init)
-    critic = None
-    if algo.critic:
-        critic = ActorGroup(TrainableWorker, res.num_workers, res.cpus_per_worker, res.gpus_per_worker,
-                            {**init, "role": "critic", "objective": {"aggregation": spec.loss_aggregation}})
-    reference = ray.remote(ReferenceWorker).options(num_cpus=spec.reference_cpus).remote(policy_dir)
-    backend = pick_backend(r.backend)
-    engines = [_engine(backend, policy_dir, r, spec.seed + i) for i in range(r.num_engines)]
-
-    def engine_factory(index: int):
-        return _engine(backend, policy_dir, r, spec.seed + index + 1000)
-    fns = {name: rewards.load(name) for name in spec.reward_funcs}
-    if reward_model_dir:
-        from forge_ray.models.reward import reward_actor
-
-        fns["reward_model"] = rewards.reward_model_fn(reward_actor(reward_model_dir, num_cpus=0.25))
-    reward_fn = rewards.weighted_sum(fns, spec.reward_weights or [1.0] * len(fns))
-    return Roles(policy=policy, reference=reference, engines=engines, critic=critic, reward_fn=reward_fn,
-                 backend=backend, engine_factory=engine_factory)
-
-
-def _engine(backend: str, model_dir: str, r, seed: int):
-    import ray
-
-    opts = dict(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine)
-    if backend == "vllm":
-        from forge_ray.rl.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine.options(**opts).remote(model_dir, seed=seed)
-    from forge_ray.rl.rollout.hf_engine import HFEngine
-
-    return ray.remote(HFEngine).options(**opts).remote(model_dir, seed=seed)
-
-
 def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
     from transformers import AutoTokenizer
 
     from forge_ray.rl.controller import RLController
+    from forge_ray.rl.placement import build_roles
 
     train_rows, eval_rows = split_prompts(spec)  # bad prompt files fail before any actor starts
     ctx.ensure_ray()
@@ -113,7 +50,7 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
         policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None
         roles = build_roles(spec, str(policy_dir), rm_dir)
-        run.update(rollout_backend=roles.backend)
+        run.update(rollout_backend=roles.backend, weight_sync=roles.sync)
         try:
             controller = RLController(spec, roles, AutoTokenizer.from_pretrained(policy_dir), train_rows, eval_rows)
             _resume(controller, run)
@@ -211,3 +148,5 @@ def _shutdown(roles) -> None:
             group.kill()
     for actor in [roles.reference, *roles.engines]:
         ray.kill(actor)
+    for bundles in [*roles.bundles, *roles.engine_bundles.values()]:
+        bundles.remove()

@@ -72,11 +72,14 @@ class TrainableWorker:
         from forge_ray.rl.experience import token_logps
 
         with torch.no_grad():
-            return token_logps(self.objective.model, sequences, attention_mask)
+            return token_logps(self.objective.model, *self._on_device(sequences, attention_mask)).cpu()
 
     def values(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.objective.values(sequences, attention_mask)
+            return self.objective.values(*self._on_device(sequences, attention_mask)).cpu()
+
+    def _on_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        return [t.to(self.engine.device) for t in tensors]
 
     def train(self, shard: dict[str, torch.Tensor], epochs: int, micro_batch: int) -> dict[str, float]:
         """``epochs`` passes over this rank's shard in micro-batches; mean statistics."""
@@ -86,7 +89,7 @@ class TrainableWorker:
         self.engine.train()
         for _ in range(epochs):
             for start in range(0, n, micro_batch):
-                batch = {k: shard[k][start:start + micro_batch] for k in self.objective.batch_keys}
+                batch = {k: shard[k][start:start + micro_batch].to(self.engine.device) for k in self.objective.batch_keys}
                 loss = self.engine(**batch)
                 self.engine.backward(loss)
                 self.engine.step()
@@ -124,6 +127,35 @@ class TrainableWorker:
             h.update(state[name].float().contiguous().numpy().tobytes())
         return h.hexdigest()
 
+    # NCCL weight sync (GPU): rank 0 broadcasts, every rank takes part in the ZeRO-3 gathers
+
+    def open_weight_group(self, host: str, port: int, world_size: int) -> None:
+        if self.rank == 0:
+            from forge_ray.rl.rollout.nccl_sync import join_group
+
+            self.weight_group = join_group(host, port, 0, world_size, torch.cuda.current_device())
+
+    def weight_metas(self) -> list[tuple[str, str, list[int]]]:
+        """(HF name, dtype, full shape) of every parameter, in broadcast order."""
+        return [(name, str(p.dtype).removeprefix("torch."), list(getattr(p, "ds_shape", p.shape)))
+                for name, p in self.objective.model.named_parameters()]
+
+    def broadcast_weights(self) -> int:
+        import contextlib
+
+        import deepspeed
+
+        count = 0
+        for _, param in self.objective.model.named_parameters():
+            gather = deepspeed.zero.GatheredParameters([param]) if self.zero3 else contextlib.nullcontext()
+            with gather:
+                if self.rank == 0:
+                    self.weight_group.broadcast(param.data, src=0, stream=torch.cuda.current_stream())
+                    count += 1
+        if self.rank == 0:
+            torch.cuda.synchronize()
+        return count
+
     def save_hf(self, out_dir: str, tokenizer_dir: str) -> None:
         from forge_ray.train.export import write_hf_dir
 
@@ -160,33 +192,56 @@ class ReferenceWorker:
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(max(1, threads))
+        self.device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
-                                                          dtype=torch.float32).eval()
+                                                          dtype=torch.float32).to(self.device).eval()
 
     def token_logps(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         from forge_ray.rl.experience import token_logps
 
         with torch.no_grad():
-            return token_logps(self.model, sequences, attention_mask)
+            return token_logps(self.model, sequences.to(self.device), attention_mask.to(self.device)).cpu()
 
 
-class ActorGroup:
-    """``size`` Ray actors of one role, packed on as few nodes as possible."""
+class Bundles:
+    """A placement group of ``size`` equal bundles that several roles may share: an actor
+    placed with :meth:`options` on bundle ``i`` asks for ``share`` of that bundle, so
+    colocated roles (``share=1/k``) fit together on what one role would take alone."""
 
-    def __init__(self, cls, size: int, num_cpus: float = 1, num_gpus: float = 0, init: dict[str, Any] | None = None):
+    def __init__(self, size: int, num_cpus: float, num_gpus: float = 0):
         from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        self.size, self.num_cpus, self.num_gpus = size, num_cpus, num_gpus
         bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
         self.pg = placement_group([bundle] * size, strategy="PACK")
         ray.get(self.pg.ready(), timeout=600)
+
+    def options(self, index: int, share: float = 1.0, capture_children: bool = False) -> dict:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=index,
+                                                    placement_group_capture_child_tasks=capture_children)
+        return dict(num_cpus=self.num_cpus * share, num_gpus=self.num_gpus * share, scheduling_strategy=strategy)
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.pg)
+
+
+class ActorGroup:
+    """``size`` Ray actors of one role, rank ``i`` on bundle ``i`` of its own placement group
+    or of a shared one (``bundles``, taking ``share`` of each bundle)."""
+
+    def __init__(self, cls, size: int, num_cpus: float = 1, num_gpus: float = 0, init: dict[str, Any] | None = None,
+                 bundles: Bundles | None = None, share: float = 1.0):
+        self.owns_bundles = bundles is None
+        self.bundles = bundles or Bundles(size, num_cpus, num_gpus)
         remote = ray.remote(cls)
         self.actors = []
         for rank in range(size):
-            strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=strategy)
             args = (rank, size) if cls is TrainableWorker else ()
-            self.actors.append(remote.options(**opts).remote(*args, **(init or {})))
+            self.actors.append(remote.options(**self.bundles.options(rank, share)).remote(*args, **(init or {})))
         if cls is TrainableWorker:  # one process group per trainable group, rooted at rank 0's node
             addr, port = ray.get(self.actors[0].address.remote())
             ray.get([a.setup.remote(addr, port) for a in self.actors])
@@ -198,8 +253,7 @@ class ActorGroup:
         return ray.get(refs)
 
     def kill(self) -> None:
-        from ray.util.placement_group import remove_placement_group
-
         for a in self.actors:
             ray.kill(a)
-        remove_placement_group(self.pg)
+        if self.owns_bundles:
+            self.bundles.remove()

@@ -204,14 +204,25 @@ class RolloutSpec:
 
     backend: Literal["auto", "vllm", "hf"] = opt("auto", "auto: vLLM when installed, else HF generate")
     num_engines: int = opt(1, "rollout engines (actors)", ge=1)
-    tensor_parallel: int = opt(1, "GPUs per engine", ge=1)
+    tensor_parallel: int = opt(1, "GPUs one engine spans (vLLM tensor parallelism; needs gpus_per_engine: 1)", ge=1)
     n_samples: int = opt(4, "responses per prompt", ge=1)
     temperature: float = opt(1.0, "sampling temperature", ge=0)
     top_p: float = opt(1.0, "nucleus sampling", gt=0, le=1)
     max_new_tokens: int = opt(32, "longest response", ge=1)
     stop: list[str] = opt([], "stop strings")
     cpus_per_engine: float = opt(1.0, "CPUs per engine actor (fractions allowed)", gt=0)
-    gpus_per_engine: float = opt(0.0, "GPUs per engine actor", ge=0)
+    gpus_per_engine: float = opt(0.0, "GPUs per engine actor (per tensor-parallel rank)", ge=0)
+
+
+@dataclass(kw_only=True)
+class ColocateSpec:
+    """Roles that share resources instead of each taking their own (OpenRLHF's colocation).
+    Colocated actors split their bundle's CPUs/GPUs equally."""
+
+    policy_reference: bool = opt(False, "the reference runs on the policy's rank-0 bundle")
+    critic_reward: bool = opt(False, "the reward model runs on the critic's rank-0 bundle (PPO)")
+    all: bool = opt(False, "every role, rollout engines included, on the policy's bundles "
+                           "(on GPUs vLLM sleeps while the policy trains)")
 
 
 @dataclass(kw_only=True)
@@ -246,6 +257,10 @@ class RLStage(StageSpec):
     optim: OptimSpec = opt(default_factory=lambda: OptimSpec(lr=1e-5, warmup_steps=0), help="policy optimiser")
     resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy (and critic) workers")
     reference_cpus: float = opt(0.5, "CPUs of the reference actor (it only scores)", gt=0)
+    colocate: ColocateSpec = opt(default_factory=ColocateSpec, help="roles that share resources")
+    weight_sync: Literal["auto", "blob", "nccl"] = opt(
+        "auto", "how new weights reach the engines: nccl (GPU broadcast from policy rank 0), blob "
+                "(safetensors through Ray); auto: nccl when policy and engines have their own GPUs")
 
     def check(self):
         yield from super().check()
@@ -258,6 +273,25 @@ class RLStage(StageSpec):
             yield "reward_weights", f"has {len(self.reward_weights)} weights for {n_rewards} rewards", ""
         if self.algo in ("grpo", "rloo") and self.rollout.n_samples < 2:
             yield "rollout.n_samples", f"{self.algo} compares samples of the same prompt: needs at least 2", ""
+        r, gpus = self.rollout, self.resources.gpus_per_worker > 0
+        if r.tensor_parallel > 1 and r.gpus_per_engine != 1:
+            yield "rollout.tensor_parallel", "tensor parallelism spans whole GPUs: set rollout.gpus_per_engine: 1", ""
+        if r.tensor_parallel > 1 and self.colocate.all:
+            yield "colocate.all", "colocated engines run on the policy's bundles: use rollout.tensor_parallel: 1", ""
+        if self.colocate.critic_reward and (self.algo != "ppo" or not self.reward_model):
+            yield "colocate.critic_reward", "needs a critic (algo: ppo) and a reward_model", ""
+        if self.weight_sync == "nccl" and not (gpus and r.gpus_per_engine > 0):
+            yield "weight_sync", "nccl needs GPUs for the policy and the engines (resources.gpus_per_worker, " \
+                                 "rollout.gpus_per_engine)", ""
+        if self.weight_sync == "nccl" and self.colocate.all:
+            yield "weight_sync", "NCCL cannot join two ranks on one GPU: colocate.all syncs by blob", ""
+
+    def sync_method(self) -> str:
+        """The weight-sync path actually used (``weight_sync`` with ``auto`` resolved)."""
+        if self.weight_sync != "auto":
+            return self.weight_sync
+        own_gpus = self.resources.gpus_per_worker > 0 and self.rollout.gpus_per_engine > 0 and not self.colocate.all
+        return "nccl" if own_gpus else "blob"
 
 
 # ---------------------------------------------------------------------------- eval

@@ -48,3 +48,21 @@ def test_sampling_is_seeded_and_stops_at_stop_tokens(tmp_path):
     cut = HFEngine(str(tmp_path / "a"), seed=7).generate([[1, 5]], max_tokens=12, temperature=1.0, n=1,
                                                           stop_token_ids=[stop])
     assert cut[0][0][-1] == stop and len(cut[0][0]) <= 4
+
+
+def test_stop_strings_cut_where_the_controller_cuts(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    from forge_ray.rl.rollout import cut_at_stop
+
+    _save_tiny(tmp_path / "a", seed=0)
+    vocab = {f"t{i}": i for i in range(64)}
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")))
+    fast.save_pretrained(tmp_path / "a")
+    engine = HFEngine(str(tmp_path / "a"), seed=3)
+    free = engine.generate([[1, 5]], max_tokens=12, stop_token_ids=[])[0][0]
+    stop = fast.decode(free[4:6])  # a string the greedy answer contains, spanning two tokens
+    cut = engine.generate([[1, 5]], max_tokens=12, stop_token_ids=[], stop=[stop])[0][0]
+    assert cut == cut_at_stop(free, [stop], lambda t: fast.decode(t, skip_special_tokens=True))
+    assert len(cut) <= 6 and stop in fast.decode(cut)

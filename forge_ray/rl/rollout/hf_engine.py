@@ -18,21 +18,35 @@ class HFEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
                                                           dtype=torch.float32).to(device).eval()
         self.eos_id = self.model.config.eos_token_id
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.model_dir, self.tokenizer = device, batch_size, model_dir, None
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None) -> list[list[list[int]]]:
+                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
+                 stop: list[str] | None = None) -> list[list[list[int]]]:
         """Token ids of ``n`` completions per prompt, each cut after its first stop token
-        (``stop_token_ids=None``: the eos token; ``[]``: never stop early)."""
+        (``stop_token_ids=None``: the eos token; ``[]``: never stop early) or after the token
+        that completes a ``stop`` string."""
         stops = [self.eos_id] if stop_token_ids is None else list(stop_token_ids)
+        done = self._stop_check(stop)
         out: list[list[list[int]]] = []
         for ids in prompt_token_ids:
-            samples = [self._sample(ids, max_tokens, temperature, top_p, stops) for _ in range(n)]
+            samples = [self._sample(ids, max_tokens, temperature, top_p, stops, done) for _ in range(n)]
             out.append(samples)
         return out
 
-    def _sample(self, ids: list[int], max_tokens: int, temperature: float, top_p: float, stops: list[int]) -> list[int]:
+    def _stop_check(self, stop: list[str] | None):
+        """``tokens -> bool``: whether the text so far contains a stop string (None: no strings)."""
+        if not stop:
+            return None
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        return lambda tokens: any(s in self.tokenizer.decode(tokens, skip_special_tokens=True) for s in stop)
+
+    def _sample(self, ids: list[int], max_tokens: int, temperature: float, top_p: float, stops: list[int],
+                done=None) -> list[int]:
         """One completion with a KV cache; sampling with this engine's seeded generator."""
         import torch
 
@@ -52,7 +66,7 @@ class HFEngine:
                         probs = probs / probs.sum()
                     token = int(torch.multinomial(probs, 1, generator=self.generator))
                 generated.append(token)
-                if token in stops:
+                if token in stops or (done is not None and done(generated)):
                     break
                 out = self.model(input_ids=torch.tensor([[token]], device=self.device),
                                  past_key_values=out.past_key_values, use_cache=True)
@@ -68,3 +82,9 @@ class HFEngine:
             raise KeyError(f"weights not in the rollout model: {sorted(missing)[:5]}")
         self.model.load_state_dict(tensors, strict=False)
         return len(tensors)
+
+    def sleep(self) -> None:  # the engine interface; nothing to free on CPU
+        pass
+
+    def wake_up(self) -> None:
+        pass

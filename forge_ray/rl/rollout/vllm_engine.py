@@ -7,6 +7,10 @@ trainer push new weights without a restart.
 
     engine = VLLMEngine.options(num_cpus=1).remote(model_dir)
     ray.get(engine.generate.remote([[1, 2, 3]], max_tokens=16))   # greedy token ids
+
+On GPUs: ``tensor_parallel`` spans whole GPUs (vLLM's Ray executor), ``sleep_mode`` frees the
+GPU while a colocated policy trains, and weights arrive by NCCL broadcast
+(:mod:`forge_ray.rl.rollout.nccl_sync`) instead of a blob.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import ray
 
 
 class WeightSyncExtension:
-    """Mixed into vLLM's worker: loads a safetensors blob of (some of) the model's weights."""
+    """Mixed into vLLM's worker: loads new weights in place, from a safetensors blob (CPU, or
+    colocated) or from an NCCL broadcast by the policy's rank 0 (GPU, see ``nccl_sync``)."""
 
     def load_safetensors_blob(self, blob: bytes) -> int:
         import safetensors.torch
@@ -26,30 +31,72 @@ class WeightSyncExtension:
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         return len(tensors)
 
+    def init_weight_group(self, host: str, port: int, first_rank: int, world_size: int) -> int:
+        from vllm.distributed.parallel_state import get_tp_group
+
+        from forge_ray.rl.rollout.nccl_sync import join_group
+
+        rank = first_rank + get_tp_group().rank_in_group
+        self.weight_group = join_group(host, port, rank, world_size, self.device)
+        return rank
+
+    def receive_weights(self, metas: list) -> int:
+        from forge_ray.rl.rollout.nccl_sync import receive_into
+
+        return receive_into(self.weight_group, metas, self.device, self.model_runner.model.load_weights)
+
 
 @ray.remote
 class VLLMEngine:
-    def __init__(self, model_dir: str, max_model_len: int = 512, kv_cache_gb: int = 1, seed: int = 0):
+    def __init__(self, model_dir: str, max_model_len: int = 512, kv_cache_gb: int = 1, seed: int = 0,
+                 tensor_parallel: int = 1, sleep_mode: bool = False, gpu_memory_utilization: float = 0.9):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
         from vllm import LLM
 
         import torch
 
-        self.llm = LLM(model=model_dir, dtype="bfloat16" if torch.cuda.is_available() else "float32",
-                       max_model_len=max_model_len, enforce_eager=True, seed=seed, trust_remote_code=False,
-                       worker_extension_cls=f"{__name__}.WeightSyncExtension")
+        gpu = torch.cuda.is_available()
+        # tensor_parallel > 1: vLLM's Ray executor places its workers in this actor's placement group
+        extra = dict(distributed_executor_backend="ray") if tensor_parallel > 1 else {}
+        if gpu:
+            extra.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep_mode)
+        self.sleep_mode = sleep_mode and gpu
+        self.llm = LLM(model=model_dir, dtype="bfloat16" if gpu else "float32", max_model_len=max_model_len,
+                       enforce_eager=not gpu, seed=seed, trust_remote_code=False, tensor_parallel_size=tensor_parallel,
+                       worker_extension_cls=f"{__name__}.WeightSyncExtension", **extra)
 
     def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None) -> list[list[list[int]]]:
-        """Token ids of ``n`` completions per prompt."""
+                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
+                 stop: list[str] | None = None) -> list[list[list[int]]]:
+        """Token ids of ``n`` completions per prompt (ending with the token that completed a
+        stop string, if one did: the caller cuts with :func:`~forge_ray.rl.rollout.cut_at_stop`)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
-                                stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [])
+                                stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [],
+                                stop=stop or None, include_stop_str_in_output=True)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_token_ids], params,
                                     use_tqdm=False)
         return [[list(c.token_ids) for c in out.outputs] for out in outputs]
+
+    def init_weight_group(self, host: str, port: int, first_rank: int, world_size: int) -> list[int]:
+        """Join the policy→engines NCCL group (every tensor-parallel worker of this engine)."""
+        return self.llm.collective_rpc("init_weight_group", args=(host, port, first_rank, world_size))
+
+    def receive_weights(self, metas: list) -> int:
+        """Receive one broadcast of every parameter in ``metas`` (name, dtype, shape)."""
+        self.llm.reset_prefix_cache()
+        return self.llm.collective_rpc("receive_weights", args=(metas,))[0]
+
+    def sleep(self) -> None:
+        """Free GPU memory (weights and KV cache) while a colocated policy trains."""
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.sleep_mode:
+            self.llm.wake_up()
 
     def update_weights(self, blob: bytes) -> int:
         """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``)."""

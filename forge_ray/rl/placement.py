@@ -1,0 +1,120 @@
+"""Who runs where in an RL run: the roles as Ray actors on placement groups, alone or
+colocated (OpenRLHF's ``colocate_actor_ref`` / ``colocate_critic_reward`` /
+``colocate_all_models``), and the rollout engines (tensor-parallel on GPUs).
+
+Alone, each role takes its own resources: the policy (and critic) group ``resources`` per
+rank, each engine ``rollout.cpus_per_engine``/``gpus_per_engine``, the reference
+``reference_cpus``. Colocated roles share the bundles of the group they join and split each
+bundle equally, so a colocated run asks the cluster for no more than the policy alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+from forge_ray.spec.stages import RLStage
+
+
+def pick_backend(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return "hf"
+    return "vllm"
+
+
+def crowd(spec: RLStage) -> int:
+    """Roles on the most crowded shared bundle (bundle 0 of the policy's group)."""
+    co = spec.colocate
+    if co.all:
+        engines_on_0 = math.ceil(spec.rollout.num_engines / spec.resources.num_workers)
+        return 2 + (spec.algo == "ppo") + engines_on_0 + bool(spec.reward_model)
+    return 2 if co.policy_reference else 1
+
+
+def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
+    from forge_ray.distributed.deepspeed_config import choose_precision
+    from forge_ray.rl import rewards
+    from forge_ray.rl.algos import ALGORITHMS
+    from forge_ray.rl.controller import Roles
+    from forge_ray.rl.workers import ActorGroup, Bundles, ReferenceWorker, TrainableWorker
+    from forge_ray.spec import spec_to_dict
+    from forge_ray.spec.sections import TrainSpec
+
+    import ray
+
+    algo, res, co = ALGORITHMS[spec.algo], spec.resources, spec.colocate
+    train = {"zero_stage": 0, "micro_batch_size": spec.micro_batch_size, "threads": int(max(1, res.cpus_per_worker))}
+    policy_kwargs = dict(clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
+                         kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef, kl_estimator=spec.kl_estimator,
+                         entropy_coef=spec.entropy_coef, aggregation=spec.loss_aggregation)
+    init = dict(role="policy", model_dir=policy_dir, optim=spec_to_dict(spec)["optim"], train=train,
+                objective=policy_kwargs, seed=spec.seed, precision=choose_precision(TrainSpec()))
+    group_args = (res.num_workers, res.cpus_per_worker, res.gpus_per_worker)
+    shared = Bundles(*group_args) if (co.all or co.policy_reference) else None
+    share = 1 / crowd(spec)
+    policy = ActorGroup(TrainableWorker, *group_args, init, bundles=shared, share=share)
+
+    critic, critic_bundles, critic_share = None, None, 1.0
+    if algo.critic:
+        if co.all:
+            critic_bundles, critic_share = shared, share
+        elif co.critic_reward:
+            critic_bundles, critic_share = Bundles(*group_args), 0.5
+        critic = ActorGroup(TrainableWorker, *group_args, {**init, "role": "critic",
+                                                           "objective": {"aggregation": spec.loss_aggregation}},
+                            bundles=critic_bundles, share=critic_share)
+
+    ref_opts = (shared.options(0, share) if shared else
+                dict(num_cpus=spec.reference_cpus, num_gpus=res.gpus_per_worker))
+    reference = ray.remote(ReferenceWorker).options(**ref_opts).remote(policy_dir)
+    backend = pick_backend(spec.rollout.backend)
+
+    engine_bundles: dict = {}  # engine index → its tensor-parallel bundles
+
+    def engine_factory(index: int, seed_offset: int = 1000):
+        return _engine(backend, policy_dir, spec, index, spec.seed + index + seed_offset,
+                       shared if co.all else None, share, engine_bundles)
+    engines = [engine_factory(i, 0) for i in range(spec.rollout.num_engines)]
+
+    fns = {name: rewards.load(name) for name in spec.reward_funcs}
+    if reward_model_dir:
+        from forge_ray.models.reward import reward_actor
+
+        rm_bundles = shared if co.all else critic_bundles if co.critic_reward else None
+        rm_opts = rm_bundles.options(0, critic_share if co.critic_reward else share) if rm_bundles else None
+        fns["reward_model"] = rewards.reward_model_fn(reward_actor(reward_model_dir, num_cpus=0.25, options=rm_opts))
+    reward_fn = rewards.weighted_sum(fns, spec.reward_weights or [1.0] * len(fns))
+    owned = [shared, critic_bundles if co.critic_reward else None]
+    return Roles(policy=policy, reference=reference, engines=engines, critic=critic, reward_fn=reward_fn,
+                 backend=backend, engine_factory=engine_factory, sync=spec.sync_method(), sleep_engines=co.all,
+                 bundles=[b for b in owned if b is not None], engine_bundles=engine_bundles)
+
+
+def _engine(backend: str, model_dir: str, spec: RLStage, index: int, seed: int, shared, share: float,
+            engine_bundles: dict):
+    import ray
+
+    from forge_ray.rl.workers import Bundles
+
+    r = spec.rollout
+    if shared is not None:  # colocate.all: engine i on bundle i of the policy's group
+        opts = shared.options(index % shared.size, share)
+    elif r.tensor_parallel > 1:  # vLLM's Ray executor fills this engine's own GPU bundles
+        if index not in engine_bundles:  # kept for a replacement engine
+            engine_bundles[index] = Bundles(r.tensor_parallel, r.cpus_per_engine, 1)
+        opts = {**engine_bundles[index].options(0, capture_children=True), "num_cpus": 0, "num_gpus": 0}
+    else:
+        opts = dict(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine)
+    if backend == "vllm":
+        from forge_ray.rl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.options(**opts).remote(model_dir, seed=seed, tensor_parallel=r.tensor_parallel,
+                                                 sleep_mode=shared is not None,
+                                                 gpu_memory_utilization=0.9 * share if shared is not None else 0.9)
+    from forge_ray.rl.rollout.hf_engine import HFEngine
+
+    device = "cuda" if opts.get("num_gpus") else "cpu"
+    return ray.remote(HFEngine).options(**opts).remote(model_dir, seed=seed, device=device)

@@ -1,0 +1,62 @@
+"""RL placement rules without a cluster: colocation crowding, the weight-sync path chosen,
+and the spec checks that refuse impossible GPU layouts naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from forge_ray.spec import SpecError, build_spec
+
+BASE = {"kind": "rl", "name": "r", "policy": "sft", "prompts": [{"path": "p.jsonl", "format": "prompt_answer"}],
+        "reward_funcs": ["contains_answer"]}
+
+
+def rl(**over):
+    return build_spec({**BASE, **over})
+
+
+def problems(**over) -> dict[str, str]:
+    with pytest.raises(SpecError) as exc:
+        rl(**over)
+    return {p.path: str(p) for p in exc.value.problems}
+
+
+def test_crowd_counts_the_roles_on_the_shared_bundle():
+    from forge_ray.rl.placement import crowd
+
+    assert crowd(rl()) == 1
+    assert crowd(rl(colocate={"policy_reference": True})) == 2
+    # all: policy + reference + 2 engines on bundle 0 of 1 (GRPO: no critic)
+    assert crowd(rl(colocate={"all": True}, rollout={"num_engines": 2})) == 4
+    # PPO with a reward model, 2 workers sharing 2 engines: policy, reference, critic, 1 engine, reward model
+    assert crowd(rl(algo="ppo", reward_model="rm", colocate={"all": True}, rollout={"num_engines": 2},
+                    resources={"num_workers": 2})) == 5
+
+
+def test_weight_sync_is_nccl_only_with_own_gpus():
+    assert rl().sync_method() == "blob"
+    gpu = dict(resources={"gpus_per_worker": 1}, rollout={"gpus_per_engine": 1})
+    assert rl(**gpu).sync_method() == "nccl"
+    assert rl(**gpu, colocate={"all": True}).sync_method() == "blob"  # two NCCL ranks cannot share a GPU
+    assert rl(**gpu, weight_sync="blob").sync_method() == "blob"
+
+
+def test_impossible_gpu_layouts_are_refused_by_key():
+    assert "gpus_per_engine" in problems(rollout={"tensor_parallel": 2})["rollout.tensor_parallel"]
+    assert "nccl needs GPUs" in problems(weight_sync="nccl")["weight_sync"]
+    assert "critic" in problems(colocate={"critic_reward": True})["colocate.critic_reward"]
+    p = problems(rollout={"tensor_parallel": 2, "gpus_per_engine": 1}, colocate={"all": True})
+    assert "tensor_parallel: 1" in p["colocate.all"]
+
+
+def test_cut_at_stop_ends_with_the_token_that_completes_the_string():
+    from forge_ray.rl.rollout import cut_at_stop
+
+    vocab = {1: "The", 2: " answer", 3: " is", 4: " 4", 5: ".\n", 6: "Q", 7: ":"}
+
+    def text(tokens):
+        return "".join(vocab[t] for t in tokens)
+    assert cut_at_stop([1, 2, 3, 4, 5, 6, 7, 1], ["\nQ:"], text) == [1, 2, 3, 4, 5, 6, 7]
+    assert cut_at_stop([1, 2, 3, 4, 5], ["\nQ:"], text) == [1, 2, 3, 4, 5]  # no stop: untouched
+    assert cut_at_stop([1, 2, 3, 4, 5, 6], ["is", "\n"], text) == [1, 2, 3]  # the earliest of several
+    assert cut_at_stop([1, 2], [], text) == [1, 2]
