@@ -40,6 +40,7 @@ class Roles:
     sleep_engines: bool = False  # colocated engines free the GPU while the policy trains
     bundles: list = field(default_factory=list)  # shared placement groups to release at the end
     engine_bundles: dict = field(default_factory=dict)  # engine index → its tensor-parallel bundles
+    layout: dict = field(default_factory=dict)  # role → where it runs (recorded in the manifest)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RLController:
         self.state = LoopState()
         self.engine_restarts = 0
         self.weight_group_open, self.weight_metas = False, None
+        self.samples: list[dict] = []  # a few of the last step's rollouts, for people to read
         self.end_ids = [i for i in (tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id)
                         if isinstance(i, int) and i >= 0]
 
@@ -145,6 +147,8 @@ class RLController:
         responses = [resp for s in samples for resp in s]
         completions = [self.decode(r) for r in responses]
         scores = torch.tensor(self.rewards(flat_rows, completions))
+        self.samples = [{"step": self.state.step + 1, "prompt": row["prompt"], "completion": text, "reward": float(sc)}
+                        for row, text, sc in list(zip(flat_rows, completions, scores))[:self.spec.rollout.n_samples * 2]]
         batch = pack_rollouts(flat_prompts, responses, self.tok.pad_token_id)
         if self.roles.sleep_engines:  # colocated: the engines give the GPU back while the policy trains
             ray.get([e.sleep.remote() for e in self.roles.engines])

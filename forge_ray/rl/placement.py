@@ -34,6 +34,16 @@ def crowd(spec: RLStage) -> int:
     return 2 if co.policy_reference else 1
 
 
+def describe(options: dict) -> dict:
+    """Where an actor with these Ray options lands (for the manifest): CPUs, GPUs, and its
+    placement group and bundle when it has one."""
+    out = {"cpus": round(options.get("num_cpus", 0), 4), "gpus": round(options.get("num_gpus", 0), 4)}
+    strategy = options.get("scheduling_strategy")
+    if strategy is not None:
+        out.update(placement_group=strategy.placement_group.id.hex()[:12], bundle=strategy.placement_group_bundle_index)
+    return out
+
+
 def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     from forge_ray.distributed.deepspeed_config import choose_precision
     from forge_ray.rl import rewards
@@ -56,6 +66,7 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     shared = Bundles(*group_args) if (co.all or co.policy_reference) else None
     share = 1 / crowd(spec)
     policy = ActorGroup(TrainableWorker, *group_args, init, bundles=shared, share=share)
+    layout = {"policy": [describe(policy.bundles.options(i, share)) for i in range(res.num_workers)]}
 
     critic, critic_bundles, critic_share = None, None, 1.0
     if algo.critic:
@@ -66,18 +77,22 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
         critic = ActorGroup(TrainableWorker, *group_args, {**init, "role": "critic",
                                                            "objective": {"aggregation": spec.loss_aggregation}},
                             bundles=critic_bundles, share=critic_share)
+        layout["critic"] = [describe(critic.bundles.options(i, critic_share)) for i in range(res.num_workers)]
 
     ref_opts = (shared.options(0, share) if shared else
                 dict(num_cpus=spec.reference_cpus, num_gpus=res.gpus_per_worker))
     reference = ray.remote(ReferenceWorker).options(**ref_opts).remote(policy_dir)
+    layout["reference"] = describe(ref_opts)
     backend = pick_backend(spec.rollout.backend)
 
     engine_bundles: dict = {}  # engine index → its tensor-parallel bundles
 
     def engine_factory(index: int, seed_offset: int = 1000):
-        return _engine(backend, policy_dir, spec, index, spec.seed + index + seed_offset,
-                       shared if co.all else None, share, engine_bundles)
+        opts = _engine_options(spec, index, shared if co.all else None, share, engine_bundles)
+        return _engine(backend, policy_dir, spec, spec.seed + index + seed_offset, opts, colocated=co.all, share=share)
     engines = [engine_factory(i, 0) for i in range(spec.rollout.num_engines)]
+    layout["engines"] = [describe(_engine_options(spec, i, shared if co.all else None, share, engine_bundles))
+                         for i in range(spec.rollout.num_engines)]
 
     fns = {name: rewards.load(name) for name in spec.reward_funcs}
     if reward_model_dir:
@@ -85,35 +100,41 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
 
         rm_bundles = shared if co.all else critic_bundles if co.critic_reward else None
         rm_opts = rm_bundles.options(0, critic_share if co.critic_reward else share) if rm_bundles else None
-        fns["reward_model"] = rewards.reward_model_fn(reward_actor(reward_model_dir, num_cpus=0.25, options=rm_opts))
+        rm_opts = rm_opts or dict(num_cpus=0.25, num_gpus=res.gpus_per_worker)
+        fns["reward_model"] = rewards.reward_model_fn(reward_actor(reward_model_dir, options=rm_opts))
+        layout["reward_model"] = describe(rm_opts)
     reward_fn = rewards.weighted_sum(fns, spec.reward_weights or [1.0] * len(fns))
     owned = [shared, critic_bundles if co.critic_reward else None]
     return Roles(policy=policy, reference=reference, engines=engines, critic=critic, reward_fn=reward_fn,
                  backend=backend, engine_factory=engine_factory, sync=spec.sync_method(), sleep_engines=co.all,
-                 bundles=[b for b in owned if b is not None], engine_bundles=engine_bundles)
+                 bundles=[b for b in owned if b is not None], engine_bundles=engine_bundles, layout=layout)
 
 
-def _engine(backend: str, model_dir: str, spec: RLStage, index: int, seed: int, shared, share: float,
-            engine_bundles: dict):
-    import ray
-
+def _engine_options(spec: RLStage, index: int, shared, share: float, engine_bundles: dict) -> dict:
+    """Ray options of engine ``index``: on the shared bundles, on its own tensor-parallel
+    GPU bundles (created once, kept for a replacement), or plain CPU/GPU counts."""
     from forge_ray.rl.workers import Bundles
 
     r = spec.rollout
     if shared is not None:  # colocate.all: engine i on bundle i of the policy's group
-        opts = shared.options(index % shared.size, share)
-    elif r.tensor_parallel > 1:  # vLLM's Ray executor fills this engine's own GPU bundles
-        if index not in engine_bundles:  # kept for a replacement engine
+        return shared.options(index % shared.size, share)
+    if r.tensor_parallel > 1:  # vLLM's Ray executor fills this engine's own GPU bundles
+        if index not in engine_bundles:
             engine_bundles[index] = Bundles(r.tensor_parallel, r.cpus_per_engine, 1)
-        opts = {**engine_bundles[index].options(0, capture_children=True), "num_cpus": 0, "num_gpus": 0}
-    else:
-        opts = dict(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine)
+        return {**engine_bundles[index].options(0, capture_children=True), "num_cpus": 0, "num_gpus": 0}
+    return dict(num_cpus=r.cpus_per_engine, num_gpus=r.gpus_per_engine)
+
+
+def _engine(backend: str, model_dir: str, spec: RLStage, seed: int, opts: dict, colocated: bool, share: float):
+    import ray
+
+    r = spec.rollout
     if backend == "vllm":
         from forge_ray.rl.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine.options(**opts).remote(model_dir, seed=seed, tensor_parallel=r.tensor_parallel,
-                                                 sleep_mode=shared is not None,
-                                                 gpu_memory_utilization=0.9 * share if shared is not None else 0.9)
+                                                 sleep_mode=colocated,
+                                                 gpu_memory_utilization=0.9 * share if colocated else 0.9)
     from forge_ray.rl.rollout.hf_engine import HFEngine
 
     device = "cuda" if opts.get("num_gpus") else "cpu"

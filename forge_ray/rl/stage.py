@@ -6,7 +6,8 @@ Placement (:mod:`forge_ray.rl.placement`): the policy group takes ``resources``,
 rollout engine ``rollout.cpus_per_engine`` (fractions allowed), the reference
 ``reference_cpus`` — the whole loop fits on 2 CPUs — or roles share bundles (``colocate``). Checkpoints (``checkpoints/step-N``) hold the policy's (and
 critic's) DeepSpeed state, the controller's data position and an integrity record;
-re-running the same run name resumes from the newest one.
+re-running the same run name resumes from the newest one. ``samples.jsonl`` keeps a few
+rollouts per step (prompt, completion, reward) to read what the policy is learning to say.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
         policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None
         roles = build_roles(spec, str(policy_dir), rm_dir)
-        run.update(rollout_backend=roles.backend, weight_sync=roles.sync)
+        run.update(rollout_backend=roles.backend, weight_sync=roles.sync, placement=roles.layout)
         try:
             controller = RLController(spec, roles, AutoTokenizer.from_pretrained(policy_dir), train_rows, eval_rows)
             _resume(controller, run)
@@ -66,6 +67,8 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
                     if last or (spec.eval_every and step % spec.eval_every == 0):
                         metrics.update(controller.evaluate())
                     run.log_metrics(step, **metrics)
+                    for sample in controller.samples:
+                        run.append_line("samples.jsonl", json.dumps(sample, ensure_ascii=False))
                     bar.update(1)
                     bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "eval_reward") if k in metrics})
                     if last or (spec.checkpoint_every and step % spec.checkpoint_every == 0):

@@ -236,7 +236,7 @@ class RLStage(StageSpec):
     prompts: list[SourceSpec] = opt(help="prompts (format prompt_answer)")
     eval_fraction: float = opt(0.2, "share of prompts held out to measure reward", ge=0, lt=1)
     reward_model: str | None = opt(None, "reward-model run")
-    reward_funcs: list[str] = opt(["exact_match"], "reward functions: built-in names or module:function")
+    reward_funcs: list[str] = opt(["normalized_match"], "reward functions: built-in names or module:function")
     reward_weights: list[float] = opt([], "weight per reward (default 1 each; the reward model is last)")
     rollout: RolloutSpec = opt(default_factory=RolloutSpec, help="sampling")
     kl_coef: float = opt(0.01, "KL penalty to the reference (in the reward or as a loss term, by algo)", ge=0)
@@ -276,6 +276,8 @@ class RLStage(StageSpec):
         r, gpus = self.rollout, self.resources.gpus_per_worker > 0
         if r.tensor_parallel > 1 and r.gpus_per_engine != 1:
             yield "rollout.tensor_parallel", "tensor parallelism spans whole GPUs: set rollout.gpus_per_engine: 1", ""
+        if r.tensor_parallel > 1 and r.backend == "hf":
+            yield "rollout.tensor_parallel", "the HF fallback engine has no tensor parallelism", "use backend: vllm"
         if r.tensor_parallel > 1 and self.colocate.all:
             yield "colocate.all", "colocated engines run on the policy's bundles: use rollout.tensor_parallel: 1", ""
         if self.colocate.critic_reward and (self.algo != "ppo" or not self.reward_model):
@@ -302,11 +304,18 @@ class TaskSpec:
     """A task suite from a JSONL file with a scorer."""
 
     name: str = opt(help="task name in the report")
-    path: str = opt(help="JSONL with 'prompt' and 'answer' (or 'choices')")
-    scorer: str = opt("exact_match", "exact_match, normalized_match, contains, regex, numeric, choice_loglik, or a reward fn")
-    few_shot: int = opt(0, "examples prepended from the same file", ge=0)
+    path: str = opt(help="JSONL with 'prompt' and 'answer' (or 'choices' and the right one)")
+    scorer: str = opt("normalized_match", "exact_match, normalized_match, contains, contains_answer, regex, "
+                                          "numeric, choice_loglik, any reward function or module:function")
+    scorer_args: dict[str, Any] = opt({}, "keyword arguments for the scorer (e.g. pattern, rel_tol)")
+    style: Literal["auto", "chat", "plain"] = opt("auto", "ask through the chat template, or as 'Q: …\\nA:' text "
+                                                         "(auto: chat when the model has a template)")
+    few_shot: int = opt(0, "the file's first N rows become worked examples (not scored)", ge=0)
     max_new_tokens: int = opt(32, "generation length", ge=1)
     limit: int | None = opt(None, "use only the first N items", ge=1)
+
+
+JUDGES = ("reference", "reward_model", "rubric", "human")
 
 
 @dataclass(kw_only=True)
@@ -314,19 +323,44 @@ class EvalStage(StageSpec):
     """Evaluate one or more models and compare them side by side."""
 
     KIND: ClassVar[str] = "eval"
-    models: list[str] = opt(help="run names or HF model directories")
+    models: list[str] = opt(help="run names, HF model directories, or random:RUN (RUN's architecture, untrained)")
     tasks: list[TaskSpec] = opt([], "task suites")
-    perplexity: list[SourceSpec] = opt([], "held-out text for perplexity and bits-per-byte")
-    judge: Literal["none", "reference", "reward_model", "rubric"] = opt("reference", "pairwise judge")
-    judge_model: str | None = opt(None, "reward-model or rubric model run")
+    perplexity: list[SourceSpec] = opt([], "text for perplexity and bits-per-byte")
+    perplexity_dataset: str | None = opt(None, "a data run whose held-out (val) documents are scored for "
+                                               "perplexity and bits-per-byte")
+    judges: list[Literal["reference", "reward_model", "rubric", "human"]] = opt(
+        ["reference"], "pairwise judges: reference scores, a reward model, a rubric judge model, arena votes")
+    reward_model: str | None = opt(None, "reward-model run for the reward_model judge")
+    rubric_model: str | None = opt(None, "model run (or directory) that judges with the rubric")
+    rubric: str = opt("Which answer is correct, helpful and concise?", "the rubric judge's instruction")
+    backend: Literal["auto", "vllm", "hf"] = opt("auto", "generation: vLLM when installed, else batched HF")
+    batch_size: int = opt(16, "prompts per HF batch", ge=1)
+    bootstrap_samples: int = opt(1000, "resamples for confidence intervals", ge=100)
+    cpus_per_model: float = opt(1.0, "CPUs of each model's evaluation task (models run in parallel)", gt=0)
+    gpus_per_model: float = opt(0.0, "GPUs of each model's evaluation task", ge=0)
 
     def check(self):
         yield from super().check()
         if not self.models:
             yield "models", "needs at least one model", ""
+        if len(set(self.models)) != len(self.models):
+            yield "models", "names a model twice", ""
+        if not self.tasks and not self.perplexity and not self.perplexity_dataset:
+            yield "tasks", "nothing to evaluate: give tasks, perplexity or perplexity_dataset", ""
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            yield "tasks", "two tasks share a name", "give each task its own name"
+        if "reward_model" in self.judges and not self.reward_model:
+            yield "reward_model", "the reward_model judge needs a reward_model run", ""
+        if "rubric" in self.judges and not self.rubric_model:
+            yield "rubric_model", "the rubric judge needs a rubric_model", ""
 
     def input_runs(self) -> dict[str, str]:
-        return {f"models[{i}]": m for i, m in enumerate(self.models)}
+        runs = {f"models[{i}]": m.removeprefix("random:") for i, m in enumerate(self.models)}
+        for field_name in ("reward_model", "rubric_model", "perplexity_dataset"):
+            if getattr(self, field_name):
+                runs[field_name] = getattr(self, field_name)
+        return runs
 
 
 # ---------------------------------------------------------------------------- sweep

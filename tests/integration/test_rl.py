@@ -80,8 +80,12 @@ def test_vllm_generates_what_hf_generates_after_a_weight_update(grpo, demo_runs)
         after = ray.get(engine.generate.remote(prompts, max_tokens=12, stop_token_ids=[]))
     finally:
         ray.kill(engine)
-    assert [a[0] for a in after] == expected
-    assert [b[0] for b in before] != expected  # the update changed what it generates
+    end = tok.convert_tokens_to_ids("<|end|>")
+
+    def answer(tokens):  # up to the end of the assistant turn: past it the model is off-distribution (near-ties)
+        return tokens[:tokens.index(end) + 1] if end in tokens else tokens
+    assert [answer(a[0]) for a in after] == [answer(e) for e in expected]
+    assert [answer(b[0]) for b in before] != [answer(e) for e in expected]  # the update changed what it generates
 
 
 def test_ppo_critic_value_loss_falls(ray_connected, demo_runs, demo_data):
@@ -119,3 +123,20 @@ def test_a_killed_rollout_engine_is_replaced(ray_connected, demo_runs, demo_data
     assert info.status == "succeeded" and (tmp_path / "k").exists()
     rows = [r for r in _rows(demo_runs / "rl-engine-killed") if "reward_mean" in r]
     assert [r["engine_restarts"] for r in rows] == [0, 1, 1]
+
+
+def test_colocated_roles_share_one_bundle_and_stop_strings_cut(ray_connected, demo_runs, demo_data):
+    spec = rl_spec("rl-colocated", demo_data, max_steps=2, eval_every=0, checkpoint_every=0,
+                   colocate={"all": True}, rollout={"backend": "auto", "n_samples": 2, "temperature": 0.7,
+                                                    "max_new_tokens": 24, "stop": [" of"]})
+    api.run(spec, storage=str(demo_runs), show_progress=False)
+    m = read_json(demo_runs / "rl-colocated" / "manifest.json")
+    assert m["status"] == "succeeded" and m["weight_sync"] == "blob"
+    where = m["placement"]
+    groups = {p["placement_group"] for p in (*where["policy"], where["reference"], *where["engines"])}
+    assert len(groups) == 1 and where["reference"]["bundle"] == where["engines"][0]["bundle"] == 0
+    assert sum(p["cpus"] for p in (*where["policy"], where["reference"], *where["engines"])) == pytest.approx(1.0)
+    samples = [json.loads(line) for line in (demo_runs / "rl-colocated" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 4 and {s["step"] for s in samples} == {1, 2}
+    said = [s["completion"] for s in samples if " of" in s["completion"]]  # "The part number of …"
+    assert said and all(len(c) - c.index(" of") <= 5 for c in said), said  # cut at the token that completes it

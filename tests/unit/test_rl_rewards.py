@@ -22,7 +22,10 @@ def test_docstring_examples_hold():
 
 
 def test_builtin_rewards():
-    assert functions.exact_match(["q"] * 2, ["Team Otter.\nmore", "Team Lynx"], answer=["team otter", "Team Otter"]) == [1.0, 0.0]
+    assert functions.normalized_match(["q"] * 2, ["Team Otter.\nmore", "Team Lynx"],
+                                      answer=["team otter", "Team Otter"]) == [1.0, 0.0]
+    assert functions.exact_match(["q"] * 3, ["  Team Otter \nmore", "team otter", "Team Otter."],
+                                 answer=["Team Otter"] * 3) == [1.0, 0.0, 0.0]
     assert functions.contains_answer(["q"], ["The part number of X is AB-1234."], answer=["AB-1234"]) == [1.0]
     assert functions.contains_answer(["q"], ["AB-12345"], answer=["AB-1234"]) == [0.0]  # whole words only
     assert functions.numeric_match(["q"] * 3, ["about 1,000 units", "none", "3.5"], answer=["1000", "1", "3.50"]) == [1.0, 0.0, 1.0]

@@ -17,7 +17,8 @@ RewardFn = Callable[..., list[float]]
 def builtin() -> dict[str, RewardFn]:
     from forge_ray.rl.rewards import code, functions
 
-    return {"exact_match": functions.exact_match, "contains_answer": functions.contains_answer,
+    return {"exact_match": functions.exact_match, "normalized_match": functions.normalized_match,
+            "contains": functions.contains, "contains_answer": functions.contains_answer,
             "numeric_match": functions.numeric_match, "regex_match": functions.regex_match,
             "json_valid": functions.json_valid, "length_penalty": functions.length_penalty,
             "code_tests": code.code_tests}

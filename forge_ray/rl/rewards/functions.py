@@ -4,6 +4,10 @@
 ``prompts`` (e.g. ``answer=[...]``). Every function is usable on its own:
 
     >>> exact_match(["Who leads Team Otter?"], ["Mira Dolan"], answer=["mira dolan"])
+    [0.0]
+    >>> normalized_match(["Who leads Team Otter?"], ["Mira  Dolan."], answer=["mira dolan"])
+    [1.0]
+    >>> contains(["Who leads Team Otter?"], ["It is Mira Dolan, I think"], answer=["mira dolan"])
     [1.0]
     >>> numeric_match(["2+2?"], ["The answer is 4.0"], answer=["4"])
     [1.0]
@@ -32,8 +36,18 @@ def _first_line(text: str) -> str:
 
 
 def exact_match(prompts: list[str], completions: list[str], answer: list[Any], **_) -> list[float]:
-    """1 when the normalised first line equals the normalised answer."""
+    """1 when the first line, stripped of surrounding whitespace, is the answer exactly."""
+    return [float(_first_line(c).strip() == str(a).strip()) for c, a in zip(completions, answer)]
+
+
+def normalized_match(prompts: list[str], completions: list[str], answer: list[Any], **_) -> list[float]:
+    """1 when the normalised first line equals the normalised answer (case, punctuation, spaces)."""
     return [float(normalize(_first_line(c)) == normalize(a)) for c, a in zip(completions, answer)]
+
+
+def contains(prompts: list[str], completions: list[str], answer: list[Any], **_) -> list[float]:
+    """1 when the normalised answer occurs anywhere in the normalised completion."""
+    return [float(normalize(a) in normalize(c)) for c, a in zip(completions, answer)]
 
 
 def contains_answer(prompts: list[str], completions: list[str], answer: list[Any], **_) -> list[float]:
@@ -59,19 +73,27 @@ def _last_number(text: str) -> float | None:
 
 
 def numeric_match(prompts: list[str], completions: list[str], answer: list[Any], rel_tol: float = 1e-6,
-                  **_) -> list[float]:
-    """1 when the last number in the completion equals the answer (``1,000`` = ``1000.0``)."""
+                  abs_tol: float = 0.0, **_) -> list[float]:
+    """1 when the last number in the completion equals the answer within ``abs_tol`` or
+    ``rel_tol`` of it (``1,000`` = ``1000.0``)."""
     out = []
     for c, a in zip(completions, answer):
         got, want = _last_number(c), _last_number(str(a))
-        out.append(float(got is not None and want is not None and abs(got - want) <= rel_tol * max(1.0, abs(want))))
+        ok = got is not None and want is not None and abs(got - want) <= max(abs_tol, rel_tol * max(1.0, abs(want)))
+        out.append(float(ok))
     return out
 
 
-def regex_match(prompts: list[str], completions: list[str], pattern: list[str] | str, **_) -> list[float]:
-    """1 when the completion (stripped) matches ``pattern`` (one per row, or one for all)."""
+def regex_match(prompts: list[str], completions: list[str], pattern: list[str] | str | None = None,
+                answer: list[Any] | None = None, **_) -> list[float]:
+    """1 when ``pattern`` (one per row, or one for all) is found in the stripped completion.
+    A pattern may use ``{answer}``, replaced by the row's answer, escaped (``^{answer}\\b``)."""
+    if pattern is None:
+        raise ValueError("regex_match needs a pattern (a column, or scorer_args: {pattern: ...})")
     patterns = [pattern] * len(completions) if isinstance(pattern, str) else pattern
-    return [float(re.search(p, c.strip()) is not None) for c, p in zip(completions, patterns)]
+    answers = answer or [""] * len(completions)
+    return [float(re.search(p.replace("{answer}", re.escape(str(a))), c.strip()) is not None)
+            for c, p, a in zip(completions, patterns, answers)]
 
 
 def json_valid(prompts: list[str], completions: list[str], schema: list[dict] | dict | None = None,

@@ -1,0 +1,105 @@
+"""Task suites from JSONL files, scored by name. One scorer interface with RL: a scorer is
+a reward function ``(prompts, completions, **columns) -> list[float]`` — every built-in
+reward (``exact_match``, ``normalized_match``, ``contains``, ``contains_answer``,
+``numeric_match``, ``regex_match``, ``json_valid``, ``code_tests`` …) or a user's own by
+``module:function`` — plus ``choice_loglik``: multiple choice by the log-likelihood each
+choice gets as the answer (no generation).
+
+A task row: ``{"prompt": ..., "answer": ...}`` (any other fields reach the scorer as
+columns, e.g. ``pattern`` or ``tests``), or ``{"prompt": ..., "choices": [...], "answer":
+index-or-text}``. The first ``few_shot`` rows are the worked examples, not scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from forge_ray.spec.stages import TaskSpec
+
+ALIASES = {"regex": "regex_match", "numeric": "numeric_match"}
+
+
+class TaskError(ValueError):
+    """A task file row that cannot be scored (the message names file:line)."""
+
+
+def load_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Few-shot ``(question, answer)`` pairs and the scored rows (each with ``line``)."""
+    path = Path(task.path)
+    if not path.is_file():
+        raise TaskError(f"task {task.name!r}: {path} does not exist")
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path}:{line_no}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise TaskError(f"{path}:{line_no}: needs a string 'prompt'")
+        if "answer" not in row and "choices" not in row and task.scorer not in ("json_valid", "length_penalty"):
+            raise TaskError(f"{path}:{line_no}: needs 'answer' (or 'choices' with an answer)")
+        if task.scorer == "choice_loglik":
+            _choice_index(row, f"{path}:{line_no}")
+        rows.append({**row, "line": line_no})
+    shots = [(r["prompt"], _answer_text(r)) for r in rows[:task.few_shot]]
+    scored = rows[task.few_shot:]
+    return shots, scored[:task.limit] if task.limit else scored
+
+
+def _answer_text(row: dict) -> str:
+    if "choices" in row:
+        return str(row["choices"][_choice_index(row, "")])
+    return str(row.get("answer", ""))
+
+
+def _choice_index(row: dict, where: str) -> int:
+    choices, answer = row.get("choices"), row.get("answer")
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise TaskError(f"{where}: choice_loglik needs 'choices' (a list of at least 2)")
+    if isinstance(answer, int) and 0 <= answer < len(choices):
+        return answer
+    if answer in choices:
+        return choices.index(answer)
+    raise TaskError(f"{where}: answer {answer!r} is neither an index nor one of the choices")
+
+
+def scorer(name: str):
+    from forge_ray.rl import rewards
+
+    return rewards.load(ALIASES.get(name, name))
+
+
+def run_task(model, task: TaskSpec, shots: list[tuple[str, str]], rows: list[dict],
+             generate=None) -> list[dict]:
+    """Per-row results ``{line, prompt, answer, output, score}`` of one model on one task.
+    ``generate(prompt_ids, max_new_tokens) -> token ids`` defaults to the model's own."""
+    prompts = [model.prompt_ids(r["prompt"], shots, task.style) for r in rows]
+    if task.scorer == "choice_loglik":
+        return _multiple_choice(model, rows, prompts)
+    outputs = (generate or model.generate)(prompts, task.max_new_tokens)
+    texts = [model.decode(o, task.style) for o in outputs]
+    columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} - {"prompt", "line"}}
+    scores = scorer(task.scorer)([r["prompt"] for r in rows], texts, **columns, **task.scorer_args)
+    return [{"line": r["line"], "prompt": r["prompt"], "answer": r.get("answer"), "output": t, "score": float(s)}
+            for r, t, s in zip(rows, texts, scores)]
+
+
+def _multiple_choice(model, rows: list[dict], prompts: list[list[int]]) -> list[dict]:
+    contexts, conts, owner = [], [], []
+    for i, (row, ctx) in enumerate(zip(rows, prompts)):
+        for choice in row["choices"]:
+            contexts.append(ctx)
+            conts.append(list(model.tok(str(choice), add_special_tokens=False)["input_ids"]))
+            owner.append(i)
+    ll = model.loglik(contexts, conts)
+    out = []
+    for i, row in enumerate(rows):
+        mine = [s for s, o in zip(ll, owner) if o == i]
+        pick = max(range(len(mine)), key=mine.__getitem__)
+        right = _choice_index(row, "")
+        out.append({"line": row["line"], "prompt": row["prompt"], "answer": row["choices"][right],
+                    "output": row["choices"][pick], "score": float(pick == right), "logliks": mine})
+    return out
