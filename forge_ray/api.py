@@ -206,6 +206,26 @@ def export(run_name: str, storage: str | None = None, step: int | None = None, o
     return export_checkpoint(Storage(storage), run_name, step, out)
 
 
+def compare(models: list[str], tasks: list[dict], name: str | None = None, judges: list[str] | None = None,
+            storage: str | None = None, address: str | None = None, show_progress: bool = True,
+            **eval_fields: Any) -> RunInfo:
+    """Evaluate ``models`` (runs, HF directories, ``random:RUN``) side by side on ``tasks``
+    (``{"name", "path", "scorer", ...}``) as an ``eval`` run; its ``report/`` holds the result."""
+    spec = {"kind": "eval", "name": name or "compare-" + "-vs-".join(m.replace("random:", "random-") for m in models),
+            "models": list(models), "tasks": list(tasks), "judges": list(judges or ["reference"]), **eval_fields}
+    return run(spec, storage=storage, address=address, show_progress=show_progress)
+
+
+def report(run_name: str, storage: str | None = None) -> dict:
+    """An eval run's results (``results.json``), its Markdown summary and where the report is."""
+    run_dir = Storage(storage).run(run_name)
+    if not run_dir.exists("report/results.json"):
+        raise FileNotFoundError(f"run {run_name!r} has no report/results.json (is it an eval run that succeeded?)")
+    return {"run": run_name, "report_dir": run_dir.file("report"), "html": run_dir.file("report/report.html"),
+            "markdown": run_dir.read_text("report/report.md"),
+            "results": json.loads(run_dir.read_text("report/results.json"))}
+
+
 # ---------------------------------------------------------------------------- Ray Jobs
 
 

@@ -8,6 +8,8 @@ Every command takes ``--json`` and then prints one JSON document for machines.
     forge run jobs/configs/demo.yaml                     # local Ray, started on demand
     forge submit jobs/configs/demo.yaml --address http://HEAD:8265
     forge status demo-tokenizer ; forge logs demo-tokenizer --follow ; forge runs
+    forge compare demo-pretrain demo-sft --task facts=forge_runs/demo-data/eval.jsonl:contains_answer
+    forge report demo-eval
 """
 
 from __future__ import annotations
@@ -76,6 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run name")
     p.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     p.add_argument("--out", help="destination directory or URI (default: RUN/exports/step-N)")
+    _common(p)
+
+    p = sub.add_parser("eval", help="run an eval spec and print its summary and report path")
+    _spec_args(p), _common(p)
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+
+    p = sub.add_parser("compare", help="evaluate models side by side on task files (an eval run)")
+    p.add_argument("models", nargs="+", help="run names, HF model directories or random:RUN")
+    p.add_argument("--task", action="append", default=[], metavar="NAME=PATH[:SCORER]", required=True,
+                   help="a JSONL task file (repeatable); scorer default normalized_match")
+    p.add_argument("--judge", action="append", choices=["reference", "reward_model", "rubric", "human"],
+                   help="pairwise judge (repeatable; default reference)")
+    p.add_argument("--reward-model", help="reward-model run for --judge reward_model")
+    p.add_argument("--rubric-model", help="judge model for --judge rubric")
+    p.add_argument("--name", help="run name (default compare-A-vs-B…)")
+    p.add_argument("--backend", choices=["auto", "vllm", "hf"], default="auto")
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    _common(p)
+
+    p = sub.add_parser("report", help="print an eval run's summary and where its report is")
+    p.add_argument("run")
     _common(p)
 
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
@@ -206,6 +229,55 @@ def _cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _cmd_eval(args) -> int:
+    from forge_ray import api
+
+    if api.resolve(args.spec, args.overrides).kind != "eval":
+        print(f"forge eval: {args.spec} is not an eval spec (use forge run)", file=sys.stderr)
+        return EXIT_INVALID
+    args.spec_json = None
+    code = _cmd_run(args)
+    if code == EXIT_OK and not args.json:
+        _print_report(api.report(api.resolve(args.spec, args.overrides).name, args.storage))
+    return code
+
+
+def _cmd_compare(args) -> int:
+    from forge_ray import api
+
+    tasks = []
+    for item in args.task:
+        name, sep, rest = item.partition("=")
+        path, _, scorer = rest.rpartition(":")
+        if not path or "/" in scorer or "." in scorer:  # no scorer given: the whole thing is the path
+            path, scorer = rest, ""
+        if not sep or not name or not path:
+            print(f"forge compare: --task {item!r} is not NAME=PATH[:SCORER]", file=sys.stderr)
+            return EXIT_INVALID
+        tasks.append({"name": name, "path": path, **({"scorer": scorer} if scorer else {})})
+    extra = {k: v for k, v in (("reward_model", args.reward_model), ("rubric_model", args.rubric_model)) if v}
+    info = api.compare(args.models, tasks, name=args.name, judges=args.judge, storage=args.storage,
+                       address=args.address, show_progress=not args.json, backend=args.backend, **extra)
+    if args.json:
+        _print_json(api.report(info.name, args.storage)["results"])
+    else:
+        _print_report(api.report(info.name, args.storage))
+    return EXIT_OK if info.status == "succeeded" else EXIT_FAILED
+
+
+def _cmd_report(args) -> int:
+    from forge_ray import api
+
+    rep = api.report(args.run, args.storage)
+    _print_json(rep["results"]) if args.json else _print_report(rep)
+    return EXIT_OK
+
+
+def _print_report(rep: dict) -> None:
+    print(rep["markdown"].split("![")[0].rstrip())
+    print(f"\nreport: {rep['html']}")
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -225,7 +297,7 @@ def _cmd_demo_data(args) -> int:
 
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
-            "demo-data": _cmd_demo_data}
+            "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

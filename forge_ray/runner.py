@@ -33,6 +33,7 @@ RUNNERS: dict[str, str] = {
     "dpo": "forge_ray.train.stage:run",
     "reward_model": "forge_ray.train.stage:run",
     "rl": "forge_ray.rl.stage:run",
+    "eval": "forge_ray.eval.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }
 

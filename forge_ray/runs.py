@@ -237,3 +237,21 @@ class RunDir:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+ARENA = "arena"  # under the storage root, beside the runs: votes cast in the UI arena
+
+
+def record_vote(storage: Storage, model_a: str, model_b: str, prompt: str, vote: str, **extra: Any) -> dict:
+    """Append one arena vote (``a``, ``b``, ``tie`` or ``both_bad``); evaluations with the
+    ``human`` judge count them."""
+    if vote not in ("a", "b", "tie", "both_bad"):
+        raise ValueError(f"vote must be a, b, tie or both_bad, not {vote!r}")
+    row = {"model_a": model_a, "model_b": model_b, "prompt": prompt, "vote": vote, "at": now(), **extra}
+    storage.run(ARENA).append_line("votes.jsonl", json.dumps(row, ensure_ascii=False))
+    return row
+
+
+def arena_votes(storage: Storage) -> list[str]:
+    arena = storage.run(ARENA)
+    return arena.read_text("votes.jsonl").splitlines() if arena.exists("votes.jsonl") else []

@@ -84,15 +84,20 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     return StageResult(metrics=metrics, outputs=outputs)
 
 
+def is_heldout(doc_id: str, fraction: float, seed: int) -> bool:
+    """Whether a document is in the validation split: a hash of (seed, doc_id), stable
+    whatever the read order (evaluation recomputes the same split from the run's spec)."""
+    from forge_ray.data.clean import content_hash
+
+    return int(content_hash(f"{seed}:{doc_id}")[:8], 16) / 16**8 < fraction
+
+
 def _split(docs, fraction: float, seed: int):
-    """Held-out documents by a hash of (seed, doc_id): stable whatever the read order."""
     if fraction <= 0:
         return docs, None
 
     def held(row) -> bool:
-        from forge_ray.data.clean import content_hash
-
-        return int(content_hash(f"{seed}:{row['doc_id']}")[:8], 16) / 16**8 < fraction
+        return is_heldout(row["doc_id"], fraction, seed)
 
     return docs.filter(lambda r: not held(r)), docs.filter(held)
 

@@ -227,6 +227,41 @@ def questions(facts: dict) -> list[dict]:
     return qs
 
 
+def _multiple_choice(eval_q: list[dict], all_q: list[dict], rng: random.Random, k: int = 4) -> list[dict]:
+    """The held-out questions as 4-way multiple choice: the right fact and 3 others of the
+    same kind (its own RNG, so adding this file left every other file unchanged)."""
+    rows = []
+    for q in eval_q:
+        others = sorted({x["answer"] for x in all_q if x["type"] == q["type"] and x["answer"] != q["answer"]})
+        choices = rng.sample(others, k - 1) + [q["answer"]]
+        rng.shuffle(choices)
+        rows.append({"id": f"{q['type']}:{q['entity']}", "prompt": q["phrasings"][0], "choices": choices,
+                     "answer": choices.index(q["answer"])})
+    return rows
+
+
+def _harness_task(data_file: Path) -> str:
+    """An EleutherAI lm-eval task over ``eval_mc.jsonl``, read from disk (no download)."""
+    return f"""# lm-eval task: the demo's held-out facts as multiple choice, from a local file.
+# forge eval with harness_include: [<this directory>], harness_tasks: [demo_facts_mc]
+task: demo_facts_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data_file.resolve()}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Q: {{{{prompt}}}}\\nA:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: answer
+target_delimiter: " "
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
 def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -> dict:
     """Write the corpus under ``out_dir``; returns counts. Deterministic in ``seed``."""
     out = Path(out_dir)
@@ -267,6 +302,8 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -
     files["rl_prompts.jsonl"] = jsonl(rl)
     files["eval.jsonl"] = jsonl(evals)
     files["facts.json"] = json.dumps(facts, indent=2, ensure_ascii=False) + "\n"
+    files["eval_mc.jsonl"] = jsonl(_multiple_choice(eval_q, questions(facts), random.Random(seed + 7)))
+    files["harness/demo_facts_mc.yaml"] = _harness_task(out / "eval_mc.jsonl")
     for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)

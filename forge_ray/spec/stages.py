@@ -328,6 +328,10 @@ class EvalStage(StageSpec):
     perplexity: list[SourceSpec] = opt([], "text for perplexity and bits-per-byte")
     perplexity_dataset: str | None = opt(None, "a data run whose held-out (val) documents are scored for "
                                                "perplexity and bits-per-byte")
+    harness_tasks: list[str] = opt([], "EleutherAI lm-eval task names, run on each model (offline)")
+    harness_include: list[str] = opt([], "directories of lm-eval task YAMLs with local data files")
+    harness_fewshot: int | None = opt(None, "lm-eval num_fewshot (default: each task's own)", ge=0)
+    harness_limit: int | None = opt(None, "lm-eval: only the first N items per task", ge=1)
     judges: list[Literal["reference", "reward_model", "rubric", "human"]] = opt(
         ["reference"], "pairwise judges: reference scores, a reward model, a rubric judge model, arena votes")
     reward_model: str | None = opt(None, "reward-model run for the reward_model judge")
@@ -345,8 +349,8 @@ class EvalStage(StageSpec):
             yield "models", "needs at least one model", ""
         if len(set(self.models)) != len(self.models):
             yield "models", "names a model twice", ""
-        if not self.tasks and not self.perplexity and not self.perplexity_dataset:
-            yield "tasks", "nothing to evaluate: give tasks, perplexity or perplexity_dataset", ""
+        if not (self.tasks or self.harness_tasks or self.perplexity or self.perplexity_dataset):
+            yield "tasks", "nothing to evaluate: give tasks, harness_tasks, perplexity or perplexity_dataset", ""
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             yield "tasks", "two tasks share a name", "give each task its own name"

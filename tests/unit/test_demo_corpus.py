@@ -8,7 +8,10 @@ from forge_ray.demo.corpus import write_demo_data
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Relative path → bytes, with the root itself written as ROOT (the lm-eval task names its
+    data file by absolute path)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes().replace(str(root.resolve()).encode(), b"ROOT")
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_gives_identical_files(tmp_path):

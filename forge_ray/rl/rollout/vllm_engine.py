@@ -46,8 +46,9 @@ class WeightSyncExtension:
         return receive_into(self.weight_group, metas, self.device, self.model_runner.model.load_weights)
 
 
-@ray.remote
-class VLLMEngine:
+class VLLMRollout:
+    """The engine itself (usable in any process that may start vLLM: a Ray task or actor)."""
+
     def __init__(self, model_dir: str, max_model_len: int = 512, kv_cache_gb: int = 1, seed: int = 0,
                  tensor_parallel: int = 1, sleep_mode: bool = False, gpu_memory_utilization: float = 0.9):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
@@ -98,6 +99,15 @@ class VLLMEngine:
         if self.sleep_mode:
             self.llm.wake_up()
 
+    def close(self) -> None:
+        """Stop the engine-core process now (a reused Ray worker would otherwise keep it)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def update_weights(self, blob: bytes) -> int:
         """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``)."""
         return sum(self.llm.collective_rpc("load_safetensors_blob", args=(blob,)))
+
+
+VLLMEngine = ray.remote(VLLMRollout)  # the rollout actor: VLLMEngine.options(num_cpus=1).remote(model_dir)

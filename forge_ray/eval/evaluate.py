@@ -1,0 +1,73 @@
+"""One model's whole evaluation, run as a Ray task (models in parallel on a cluster):
+every task suite, and bits-per-byte of the held-out text. Generation goes through a vLLM
+engine in the task's own process when vLLM is installed (``backend: auto``), else batched
+HF ``generate``; likelihoods (multiple choice, bits-per-byte) always come from the HF model.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def pick_backend(choice: str, random_init: bool) -> str:
+    """``vllm`` needs weights on disk: an untrained (``random:``) model generates with HF."""
+    if choice == "hf" or random_init:
+        return "hf"
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        if choice == "vllm":
+            raise
+        return "hf"
+    return "vllm"
+
+
+def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dict], texts: list[str],
+                   backend: str = "auto", batch_size: int = 16, threads: int = 1, harness: dict | None = None) -> dict:
+    """``{"tasks": {name: per-row results}, "perplexity": {...} | None, "backend": ...}``."""
+    from forge_ray.eval.model import EvalModel
+    from forge_ray.eval.tasks import load_rows, run_task
+    from forge_ray.spec.stages import TaskSpec
+
+    t0 = time.perf_counter()
+    model = EvalModel(model_dir, random_init_seed=random_init_seed, batch_size=batch_size, threads=threads)
+    used = pick_backend(backend, random_init_seed is not None)
+    generate = None
+    if used == "vllm":
+        from forge_ray.rl.rollout.vllm_engine import VLLMRollout
+
+        engine = VLLMRollout(model_dir, max_model_len=int(min(2048, model.model.config.max_position_embeddings)))
+
+        def generate(prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+            return [o[0] for o in engine.generate(prompts, max_tokens=max_new_tokens, stop_token_ids=model.end_ids)]
+    out: dict = {"tasks": {}, "perplexity": None, "backend": used}
+    try:
+        for task_dict in tasks:
+            task = TaskSpec(**task_dict)
+            shots, rows = load_rows(task)
+            out["tasks"][task.name] = run_task(model, task, shots, rows, generate=generate)
+    finally:
+        if used == "vllm":
+            engine.close()
+    if texts:
+        out["perplexity"] = model.bits_per_byte(texts)
+    if harness and harness["tasks"]:
+        out["tasks"].update(_harness(model, model_dir, random_init_seed, harness, batch_size))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _harness(model, model_dir: str, random_init_seed: int | None, harness: dict, batch_size: int) -> dict:
+    """lm-eval on the model's directory (an untrained model is written to a temporary one)."""
+    import tempfile
+
+    from forge_ray.eval.harness import run_harness
+
+    args = dict(tasks=harness["tasks"], include=harness["include"], num_fewshot=harness["fewshot"],
+                limit=harness["limit"], batch_size=batch_size)
+    if random_init_seed is None:
+        return run_harness(model_dir, **args)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.model.save_pretrained(tmp, safe_serialization=True)
+        model.tok.save_pretrained(tmp)
+        return run_harness(tmp, **args)

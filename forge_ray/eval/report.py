@@ -1,0 +1,163 @@
+"""``report/`` of an evaluation: ``results.json`` (everything, machine-readable),
+``report.md`` and ``report.html`` (tables and plots for people), ``scores.png`` (each
+task's score per model with 95% intervals), ``curves.png`` (the compared runs' training
+curves side by side) and ``items/<task>.jsonl`` (every model's answer to every item)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from forge_ray.eval import compare
+
+
+def build(spec, per_task: dict, perplexity: dict, games: dict[str, list], backends: dict) -> dict:
+    samples = spec.bootstrap_samples
+    scores = compare.task_scores(per_task, samples, spec.seed)
+    return {
+        "name": spec.name, "models": list(spec.models), "backends": backends,
+        "tasks": scores, "ranking": compare.ranking(scores, list(spec.models)),
+        "perplexity": perplexity,
+        "pairwise": {judge: compare.pairwise(g, samples, spec.seed) for judge, g in games.items()},
+        "ratings": {judge: compare.ratings(list(spec.models), g, samples, spec.seed) for judge, g in games.items()},
+        "disagreements": compare.disagreements(games, per_task),
+    }
+
+
+def write(out: Path, summary: dict, per_task: dict, storage, models: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    items = out / "items"
+    items.mkdir(exist_ok=True)
+    for task in summary["tasks"]:
+        with open(items / f"{task}.jsonl", "w", encoding="utf-8") as f:
+            for m in models:
+                for row in per_task[m][task]:
+                    f.write(json.dumps({"model": m, **row}, ensure_ascii=False) + "\n")
+    plots = [p for p in (_plot_scores(out, summary), _plot_curves(out, storage, models)) if p]
+    (out / "report.md").write_text(markdown(summary, plots))
+    (out / "report.html").write_text(to_html(summary, plots))
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table in the report."""
+    models = summary["models"]
+    out = []
+    if summary["tasks"]:
+        rows = [[m] + [f"{summary['tasks'][t][m]['score']:.3f} [{summary['tasks'][t][m]['ci'][0]:.2f}, "
+                       f"{summary['tasks'][t][m]['ci'][1]:.2f}]" for t in summary["tasks"]] for m in models]
+        out.append(("Scores (mean, 95% bootstrap interval)", ["model", *summary["tasks"]], rows))
+    if any(summary["perplexity"].values()):
+        rows = [[m, _fmt(p and p["bits_per_byte"]), _fmt(p and p["perplexity"], 2), str(p and p["tokens"])]
+                for m, p in summary["perplexity"].items()]
+        out.append(("Held-out text", ["model", "bits/byte", "perplexity", "tokens"], rows))
+    for judge, rows in summary["pairwise"].items():
+        pooled = [r for r in rows if r["task"] == "all"]
+        if pooled:
+            out.append((f"Pairwise ({judge} judge, all tasks)", ["A", "B", "A's win rate", "95% interval", "W/T/L"],
+                        [[r["a"], r["b"], f"{r['win_rate']:.3f}", f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
+                          f"{r['wins']}/{r['ties']}/{r['losses']}"] for r in pooled]))
+    for judge, rating in summary["ratings"].items():
+        if rating:
+            order = sorted(rating["elo"], key=lambda m: -rating["elo"][m])
+            out.append((f"Bradley–Terry ratings, Elo scale ({judge} judge)", ["model", "rating", "95% interval"],
+                        [[m, f"{rating['elo'][m]:.0f}", f"[{rating['ci'][m][0]:.0f}, {rating['ci'][m][1]:.0f}]"]
+                         for m in order]))
+    return out
+
+
+def markdown(summary: dict, plots: list[str]) -> str:
+    lines = [f"# Evaluation: {summary['name']}", "",
+             "Ranking (mean score over tasks): " + " > ".join(
+                 f"{r['model']} ({_fmt(r['mean_score'])})" for r in summary["ranking"]), ""]
+    for title, header, rows in tables(summary):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    lines += [f"![{p}]({p})" for p in plots] + [""]
+    if summary["disagreements"]:
+        lines += ["## Where the judges disagree", ""]
+        for d in summary["disagreements"]:
+            lines.append(f"- **{d['task']}:{d['line']}** {d['prompt']!r}: {d['a']} said {d['output_a']!r}, "
+                         f"{d['b']} said {d['output_b']!r}; verdicts {d['verdicts']}")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(summary: dict, plots: list[str]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{esc(summary['name'])}</title>",
+             "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}</style>",
+             f"<h1>Evaluation: {esc(summary['name'])}</h1>",
+             "<p>Ranking: " + esc(" > ".join(r["model"] for r in summary["ranking"])) + "</p>"]
+    for title, header, rows in tables(summary):
+        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    parts += [f"<img src='{esc(p)}' alt='{esc(p)}' style='max-width:100%'>" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+def _plot_scores(out: Path, summary: dict) -> str | None:
+    if not summary["tasks"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, models = list(summary["tasks"]), summary["models"]
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(tasks) * len(models) / 2), 3.5))
+    for i, m in enumerate(models):
+        vals = [summary["tasks"][t][m]["score"] for t in tasks]
+        err = [[v - summary["tasks"][t][m]["ci"][0] for t, v in zip(tasks, vals)],
+               [summary["tasks"][t][m]["ci"][1] - v for t, v in zip(tasks, vals)]]
+        ax.bar([j + i * width for j in range(len(tasks))], vals, width, yerr=err, capsize=3, label=m)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks)
+    ax.set_ylabel("score (95% interval)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=110)
+    plt.close(fig)
+    return "scores.png"
+
+
+CURVES = (("loss", "training loss"), ("val_loss", "validation loss"), ("reward_mean", "RL reward"))
+
+
+def _plot_curves(out: Path, storage, models: list[str]) -> str | None:
+    """The compared runs' own curves (runs only: directories and untrained models have none)."""
+    histories = {}
+    for m in models:
+        name = m.removeprefix("random:")
+        if m.startswith("random:") or not storage.exists(name):
+            continue
+        run = storage.run(name)
+        if run.exists("metrics.jsonl"):
+            histories[m] = run.metrics()
+    panels = [(k, t) for k, t in CURVES if any(k in r for h in histories.values() for r in h)]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for m, rows in histories.items():
+            pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), label=m, marker="." if len(pts) < 30 else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    return "curves.png"

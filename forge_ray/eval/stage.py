@@ -1,0 +1,149 @@
+"""The ``eval`` stage (driver side): resolve the models, evaluate each one as a Ray task
+(all in parallel as resources allow), judge them pairwise, and write ``report/``.
+
+    forge run jobs/configs/tiny/eval.yaml                     # or: forge eval SPEC
+    forge compare demo-pretrain demo-sft --task facts=forge_runs/demo-data/eval.jsonl
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+from forge_ray.runner import Context, InputError, StageResult, input_dir
+from forge_ray.runs import RunDir
+from forge_ray.spec.stages import EvalStage
+
+log = logging.getLogger("forge_ray.eval")
+
+
+def heldout_texts(ctx: Context, spec: EvalStage) -> list[str]:
+    """The text scored for bits-per-byte: ``perplexity`` sources, and the held-out (val)
+    documents of ``perplexity_dataset`` — the data run's own split, recomputed from its spec."""
+    from forge_ray.data.sources import iter_texts
+
+    texts = [r["text"] for r in iter_texts(spec.perplexity)] if spec.perplexity else []
+    if spec.perplexity_dataset:
+        import pyarrow.parquet as pq
+        import yaml
+
+        from forge_ray.data.stage import is_heldout
+
+        data_run = ctx.storage.run(spec.perplexity_dataset)
+        data_spec = yaml.safe_load(data_run.read_text("spec.yaml"))
+        fraction, seed = float(data_spec.get("val_fraction", 0.0)), int(data_spec.get("seed", 0))
+        if fraction <= 0:
+            raise InputError(f"perplexity_dataset {spec.perplexity_dataset!r} has no held-out split (val_fraction 0)")
+        with data_run.fetch_dir("docs") as docs:
+            for path in sorted(Path(docs).glob("*.parquet")):
+                table = pq.read_table(path, columns=["doc_id", "text"])
+                texts += [t for d, t in zip(table["doc_id"].to_pylist(), table["text"].to_pylist())
+                          if is_heldout(d, fraction, seed)]
+    return texts
+
+
+def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
+    import ray
+
+    from forge_ray.eval.evaluate import evaluate_model
+    from forge_ray.eval.tasks import load_rows
+    from forge_ray.spec import spec_to_dict
+
+    for task in spec.tasks:  # a bad task file fails here, before any model loads
+        load_rows(task)
+    texts = heldout_texts(ctx, spec)
+    ctx.ensure_ray()
+    task_dicts = spec_to_dict(spec)["tasks"]
+    with contextlib.ExitStack() as inputs:
+        dirs = {}
+        for ref in spec.models:
+            dirs[ref] = str(inputs.enter_context(input_dir(ctx, ref.removeprefix("random:"), "model")))
+        remote = ray.remote(evaluate_model).options(num_cpus=spec.cpus_per_model, num_gpus=spec.gpus_per_model)
+        threads = max(1, int(spec.cpus_per_model))
+        harness = {"tasks": spec.harness_tasks, "include": [str(Path(p).resolve()) for p in spec.harness_include],
+                   "fewshot": spec.harness_fewshot, "limit": spec.harness_limit}
+        pending = {remote.remote(dirs[ref], spec.seed if ref.startswith("random:") else None, task_dicts, texts,
+                                 spec.backend, spec.batch_size, threads, harness): ref for ref in spec.models}
+        results: dict[str, dict] = {}
+        with ctx.progress(f"{spec.name}: models", total=len(pending), unit="model") as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ref = pending.pop(done[0])
+                results[ref] = ray.get(done[0])
+                bar.update(1)
+                log.info("%s evaluated in %.0fs (%s)", ref, results[ref]["seconds"], results[ref]["backend"])
+        per_task = {m: results[m]["tasks"] for m in spec.models}
+        games = judge_all(spec, ctx, per_task, inputs)
+    from forge_ray.eval.report import build, write
+
+    summary = build(spec, per_task, {m: results[m]["perplexity"] for m in spec.models}, games,
+                    backends={m: results[m]["backend"] for m in spec.models})
+    with run.local_dir("report") as out:
+        write(out, summary, per_task, ctx.storage, spec.models)
+    run.update(generation_backend=sorted({r["backend"] for r in results.values()}))
+    metrics = {"ranking": [r["model"] for r in summary["ranking"]]}
+    for task, by_model in summary["tasks"].items():
+        for m, s in by_model.items():
+            metrics[f"{task}/{m}"] = s["score"]
+    for m, p in summary["perplexity"].items():
+        if p:
+            metrics[f"bits_per_byte/{m}"] = p["bits_per_byte"]
+    return StageResult(metrics=metrics, outputs={"report": "report"})
+
+
+def judge_all(spec: EvalStage, ctx: Context, per_task: dict, inputs: contextlib.ExitStack) -> dict[str, list]:
+    """``{judge: [(a, b, outcome_for_a, task, line)]}`` for every pair of models."""
+    import ray
+
+    from forge_ray.eval import judges
+
+    pairs = judges.pairs(spec.models)
+    tasks = list(per_task[spec.models[0]])  # ours and lm-eval's
+    games: dict[str, list] = {}
+    if "reference" in spec.judges:
+        games["reference"] = [(a, b, o, t, r["line"]) for t in tasks for a, b in pairs
+                              for o, r in zip(judges.reference({m: per_task[m][t] for m in spec.models}, a, b),
+                                              per_task[a][t])]
+    generative = [t.name for t in spec.tasks if t.scorer != "choice_loglik"]
+    if "reward_model" in spec.judges:
+        rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model")))
+        scores = ray.get(ray.remote(_reward_scores).options(num_cpus=spec.cpus_per_model).remote(
+            rm_dir, {t: {m: per_task[m][t] for m in spec.models} for t in generative}, spec.models))
+        games["reward_model"] = [(a, b, judges.by_scores(sa, sb), t, r["line"]) for t in generative for a, b in pairs
+                                 for sa, sb, r in zip(scores[t][a], scores[t][b], per_task[a][t])]
+    if "rubric" in spec.judges:
+        judge_dir = str(inputs.enter_context(input_dir(ctx, spec.rubric_model, "model")))
+        verdicts = ray.get(ray.remote(_rubric_verdicts).options(num_cpus=spec.cpus_per_model).remote(
+            judge_dir, spec.rubric, {t: {m: per_task[m][t] for m in spec.models} for t in generative}, pairs))
+        games["rubric"] = [(a, b, o, t, r["line"]) for t in generative for (a, b) in pairs
+                           for o, r in zip(verdicts[t][f"{a}|{b}"], per_task[a][t])]
+    if "human" in spec.judges:
+        from forge_ray.runs import arena_votes
+
+        votes = judges.human_votes(arena_votes(ctx.storage), spec.models)
+        games["human"] = [(a, b, o, "arena", None) for a, b, o, _ in votes]
+        log.info("%d arena votes between the compared models", len(votes))
+    return games
+
+
+def _reward_scores(rm_dir: str, by_task: dict, models: list[str]) -> dict:
+    from forge_ray.eval.judges import reward_model
+    from forge_ray.models.reward import RewardScorer
+
+    scorer = RewardScorer(rm_dir)
+    return {t: reward_model(scorer, results, models) for t, results in by_task.items()}
+
+
+def _rubric_verdicts(judge_dir: str, rubric_text: str, by_task: dict, pairs: list) -> dict:
+    from forge_ray.eval.judges import rubric
+    from forge_ray.eval.model import EvalModel
+
+    judge = EvalModel(judge_dir)
+    return {t: {f"{a}|{b}": rubric(judge, rubric_text, results, a, b) for a, b in pairs}
+            for t, results in by_task.items()}
+
+
+def load_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "report" / "results.json").read_text())
