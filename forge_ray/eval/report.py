@@ -102,14 +102,19 @@ def to_html(summary: dict, plots: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _plot_scores(out: Path, summary: dict) -> str | None:
     if not summary["tasks"]:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks, models = list(summary["tasks"]), summary["models"]
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(tasks) * len(models) / 2), 3.5))
@@ -143,11 +148,7 @@ def _plot_curves(out: Path, storage, models: list[str]) -> str | None:
     panels = [(k, t) for k, t in CURVES if any(k in r for h in histories.values() for r in h)]
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         for m, rows in histories.items():
