@@ -135,7 +135,8 @@ def test_colocated_roles_share_one_bundle_and_stop_strings_cut(ray_connected, de
     where = m["placement"]
     groups = {p["placement_group"] for p in (*where["policy"], where["reference"], *where["engines"])}
     assert len(groups) == 1 and where["reference"]["bundle"] == where["engines"][0]["bundle"] == 0
-    assert sum(p["cpus"] for p in (*where["policy"], where["reference"], *where["engines"])) == pytest.approx(1.0)
+    shares = [p["cpus"] for p in (*where["policy"], where["reference"], *where["engines"])]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-3)  # the three roles split one bundle of 1 CPU
     samples = [json.loads(line) for line in (demo_runs / "rl-colocated" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4 and {s["step"] for s in samples} == {1, 2}
     said = [s["completion"] for s in samples if " of" in s["completion"]]  # "The part number of …"

@@ -87,8 +87,9 @@ class VLLMRollout:
 
     def receive_weights(self, metas: list) -> int:
         """Receive one broadcast of every parameter in ``metas`` (name, dtype, shape)."""
-        self.llm.reset_prefix_cache()
-        return self.llm.collective_rpc("receive_weights", args=(metas,))[0]
+        received = self.llm.collective_rpc("receive_weights", args=(metas,))[0]
+        self.llm.reset_prefix_cache()  # KV computed by the old weights
+        return received
 
     def sleep(self) -> None:
         """Free GPU memory (weights and KV cache) while a colocated policy trains."""
@@ -106,8 +107,12 @@ class VLLMRollout:
             core.shutdown()
 
     def update_weights(self, blob: bytes) -> int:
-        """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``)."""
-        return sum(self.llm.collective_rpc("load_safetensors_blob", args=(blob,)))
+        """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``).
+        The prefix cache goes too: its KV blocks were computed by the old weights, and every
+        rollout prompt shares the chat template's prefix."""
+        loaded = sum(self.llm.collective_rpc("load_safetensors_blob", args=(blob,)))
+        self.llm.reset_prefix_cache()
+        return loaded
 
 
 VLLMEngine = ray.remote(VLLMRollout)  # the rollout actor: VLLMEngine.options(num_cpus=1).remote(model_dir)
