@@ -226,6 +226,52 @@ def report(run_name: str, storage: str | None = None) -> dict:
             "results": json.loads(run_dir.read_text("report/results.json"))}
 
 
+# ---------------------------------------------------------------------------- arena
+
+
+def chat_models(storage: str | None = None) -> list[str]:
+    """Succeeded runs with a generative model (what the arena can talk to), newest first."""
+    return [m["name"] for m in Storage(storage).list_runs()
+            if m.get("status") == "succeeded" and "model" in m.get("outputs", {}) and m.get("kind") != "reward_model"]
+
+
+def generate(run_name: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+             storage: str | None = None) -> Iterator[str]:
+    """A run's answer to ``prompt``, streamed: the text so far after each token."""
+    from forge_ray.eval.arena import stream_answer
+
+    store = Storage(storage)
+    if not store.is_local:
+        raise ValueError("the arena loads models from local or mounted storage; export the run first")
+    run = store.run(run_name)
+    outputs = run.manifest().get("outputs", {})
+    if "model" not in outputs:
+        raise ValueError(f"run {run_name!r} has no model output")
+    yield from stream_answer(run.file(outputs["model"]), prompt, max_new_tokens, temperature)
+
+
+def vote(model_a: str, model_b: str, prompt: str, choice: str, storage: str | None = None, **extra: Any) -> dict:
+    """Record an arena vote: ``a``, ``b``, ``tie`` or ``both_bad``."""
+    from forge_ray.runs import record_vote
+
+    return record_vote(Storage(storage), model_a, model_b, prompt, choice, **extra)
+
+
+def leaderboard(storage: str | None = None) -> dict:
+    """Arena ratings from every vote, and the rankings of the eval runs' reports."""
+    from forge_ray.eval.arena import leaderboard as arena_board
+    from forge_ray.runs import arena_votes
+
+    store = Storage(storage)
+    evals = []
+    for m in store.list_runs():
+        if m.get("kind") == "eval" and m.get("status") == "succeeded" and store.run(m["name"]).exists(
+                "report/results.json"):
+            results = json.loads(store.run(m["name"]).read_text("report/results.json"))
+            evals.append({"run": m["name"], "ranking": results["ranking"], "tasks": results["tasks"]})
+    return {"arena": arena_board(arena_votes(store)), "evals": evals}
+
+
 # ---------------------------------------------------------------------------- Ray Jobs
 
 

@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     _common(p)
 
+    p = sub.add_parser("ui", help="the web app: submit, jobs, arena, leaderboard (127.0.0.1 unless --auth)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --auth/--auth-file")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", help="USER:PASS required to log in")
+    p.add_argument("--auth-file", help="file holding USER:PASS or a token (user 'forge')")
+    p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
+    p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
+
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
     p.add_argument("kind", nargs="?")
 
@@ -278,6 +286,17 @@ def _print_report(rep: dict) -> None:
     print(f"\nreport: {rep['html']}")
 
 
+def _cmd_ui(args) -> int:
+    from ui.app import launch, read_auth
+
+    try:
+        launch(args.host, args.port, args.storage, args.address, read_auth(args.auth, args.auth_file))
+    except PermissionError as exc:
+        print(f"forge ui: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -297,7 +316,8 @@ def _cmd_demo_data(args) -> int:
 
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
-            "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report}
+            "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report,
+            "ui": _cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,15 +57,15 @@ def rubric(judge, rubric_text: str, results: dict[str, list[dict]], a: str, b: s
     return outcomes
 
 
-def human_votes(lines: list[str], models: list[str]) -> list[tuple[str, str, Outcome, str]]:
-    """Arena votes between two of ``models``: ``(a, b, outcome_for_a, prompt)``."""
+def human_votes(lines: list[str], models: list[str] | None) -> list[tuple[str, str, Outcome, str]]:
+    """Arena votes between two of ``models`` (None: any): ``(a, b, outcome_for_a, prompt)``."""
     games = []
     for line in lines:
         if not line.strip():
             continue
         vote = json.loads(line)
         a, b = vote.get("model_a"), vote.get("model_b")
-        if a in models and b in models and a != b:
+        if a and b and a != b and (models is None or (a in models and b in models)):
             outcome = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}.get(vote.get("vote"))
             if outcome is not None:
                 games.append((a, b, outcome, vote.get("prompt", "")))
