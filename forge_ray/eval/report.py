@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 from forge_ray.eval import compare
@@ -31,13 +32,18 @@ def write(out: Path, summary: dict, per_task: dict, storage, models: list[str]) 
     items = out / "items"
     items.mkdir(exist_ok=True)
     for task in summary["tasks"]:
-        with open(items / f"{task}.jsonl", "w", encoding="utf-8") as f:
+        with open(items / item_file(task), "w", encoding="utf-8") as f:
             for m in models:
                 for row in per_task[m][task]:
                     f.write(json.dumps({"model": m, **row}, ensure_ascii=False) + "\n")
     plots = [p for p in (_plot_scores(out, summary), _plot_curves(out, storage, models)) if p]
     (out / "report.md").write_text(markdown(summary, plots))
     (out / "report.html").write_text(to_html(summary, plots))
+
+
+def item_file(task: str) -> str:
+    """``items/`` file of a task (``lm-eval/hellaswag`` → ``lm-eval_hellaswag.jsonl``)."""
+    return re.sub(r"[^\w.-]+", "_", task) + ".jsonl"
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -132,7 +138,8 @@ def _plot_scores(out: Path, summary: dict) -> str | None:
     return "scores.png"
 
 
-CURVES = (("loss", "training loss"), ("val_loss", "validation loss"), ("reward_mean", "RL reward"))
+CURVES = (("loss", "training loss"), ("val_loss", "validation loss"), ("reward_mean", "RL reward (sampled)"),
+          ("eval_reward", "RL reward (held-out, greedy)"))
 
 
 def _plot_curves(out: Path, storage, models: list[str]) -> str | None:

@@ -35,18 +35,22 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     bpb = {m: p["bits_per_byte"] for m, p in report["perplexity"].items()}
     assert bpb["demo-pretrain"] < 0.5 * bpb["random:demo-pretrain"], bpb
     # pairwise: SFT beats the pre-trained model per the references; five models get Elo-scale ratings
-    pooled = {(r["a"], r["b"]): r for r in report["pairwise"]["reference"] if r["task"] == "all"}
-    vs = pooled[("demo-pretrain", "demo-sft")]
-    assert vs["win_rate"] < 0.5 and vs["ci"][1] < 0.5 and vs["n"] == 72
+    facts_pairs = {(r["a"], r["b"]): r for r in report["pairwise"]["reference"] if r["task"] == "held-out-facts"}
+    vs = facts_pairs[("demo-pretrain", "demo-sft")]
+    assert vs["win_rate"] < 0.5 and vs["ci"][1] < 0.5 and vs["n"] == 36
     elo = report["ratings"]["reference"]["elo"]
     assert elo["demo-sft"] > elo["demo-pretrain"] and elo["demo-grpo"] > elo["random:demo-pretrain"]
     assert "reward_model" in report["pairwise"] and report["ratings"]["reward_model"]
+    # EleutherAI lm-eval's multiple-choice version of the same facts, from the local task file
+    mc = report["tasks"]["lm-eval/demo_facts_mc"]
+    assert set(mc) == set(report["models"]) and all(s["n"] == 36 and 0 <= s["score"] <= 1 for s in mc.values())
 
 
 def test_demo_eval_report_files(demo_runs):
     out = demo_runs / "demo-eval" / "report"
     for name in ("results.json", "report.md", "report.html", "scores.png", "curves.png",
-                 "items/held-out-facts.jsonl", "items/held-out-facts-3shot-plain.jsonl"):
+                 "items/held-out-facts.jsonl", "items/held-out-facts-3shot-plain.jsonl",
+                 "items/lm-eval_demo_facts_mc.jsonl"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
     assert "Ranking" in md and "Bradley–Terry" in md and "95%" in md and "![scores.png](scores.png)" in md
