@@ -38,7 +38,7 @@ chromium:
 		echo "warning: could not install chromium; browser tests will be skipped"
 
 demo: setup
-	@test -f $(FORGE_DEMO_DATA)/facts.json || $(VENV)/bin/forge demo-data $(FORGE_DEMO_DATA) --seed 0
+	@test -f $(FORGE_DEMO_DATA)/harness/demo_facts_mc.yaml || $(VENV)/bin/forge demo-data $(FORGE_DEMO_DATA) --seed 0
 	$(VENV)/bin/forge run jobs/configs/demo.yaml
 	$(VENV)/bin/forge report demo-eval
 	$(VENV)/bin/forge runs
