@@ -250,6 +250,25 @@ def generate(run_name: str, prompt: str, max_new_tokens: int = 64, temperature: 
     yield from stream_answer(run.file(outputs["model"]), prompt, max_new_tokens, temperature)
 
 
+def example_prompts(storage: str | None = None, limit: int = 50) -> list[str]:
+    """Prompts of the eval runs' task items (for the arena to pick from), unique, in order."""
+    from forge_ray.eval.report import item_file
+
+    store = Storage(storage)
+    seen: dict[str, None] = {}
+    for m in store.list_runs():
+        run = store.run(m["name"])
+        if m.get("kind") != "eval" or not run.exists("report/results.json"):
+            continue
+        for task in json.loads(run.read_text("report/results.json"))["tasks"]:
+            rel = f"report/items/{item_file(task)}"
+            for line in (run.read_text(rel).splitlines() if run.exists(rel) else []):
+                seen.setdefault(json.loads(line)["prompt"], None)
+                if len(seen) >= limit:
+                    return list(seen)
+    return list(seen)
+
+
 def vote(model_a: str, model_b: str, prompt: str, choice: str, storage: str | None = None, **extra: Any) -> dict:
     """Record an arena vote: ``a``, ``b``, ``tie`` or ``both_bad``."""
     from forge_ray.runs import record_vote

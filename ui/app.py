@@ -233,7 +233,12 @@ def build(storage: str | None = None, address: str | None = None):
             with gr.Row():
                 model_a = gr.Dropdown(app.chat_models(), label="model A", elem_id="model-a")
                 model_b = gr.Dropdown(app.chat_models(), label="model B", elem_id="model-b")
-            prompt = gr.Textbox(label="prompt", elem_id="prompt")
+            with gr.Row():
+                prompt = gr.Textbox(label="prompt", elem_id="prompt", scale=3)
+                examples = gr.Dropdown(api.example_prompts(storage), label="or pick one from the eval tasks",
+                                       elem_id="prompt-choice", scale=2)
+            examples.focus(lambda: gr.Dropdown(choices=api.example_prompts(storage)), None, examples, api_name=False)
+            examples.change(lambda p: p or "", examples, prompt, api_name=False)
             max_new = gr.Slider(8, 256, value=48, step=8, label="max new tokens")
             go = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Row():
