@@ -153,18 +153,9 @@ def _stage_fn(kind: str) -> Callable:
 
 def classify(exc: BaseException) -> tuple[RunError, int]:
     """A machine-readable error record and the CLI exit code for an exception."""
-    from forge_ray.data.sources import unwrap_data_error
+    from forge_ray.diagnose import diagnose
 
-    data_error = unwrap_data_error(exc)
-    if data_error is not None:
-        return RunError("data", str(data_error), data_error.hint or "fix the named file and line"), 2
-    if isinstance(exc, SpecError):
-        return RunError("spec", str(exc), "fix the named keys; see forge schema"), 2
-    if isinstance(exc, (InputError, RunExistsError)):
-        return RunError("input", str(exc), ""), 2
-    if isinstance(exc, MemoryError):
-        return RunError("resources", f"out of memory: {exc}", "lower micro_batch_size or raise zero_stage"), 1
-    return RunError("runtime", f"{type(exc).__name__}: {exc}", "see run.log in the run directory"), 1
+    return diagnose(exc)
 
 
 class _RunLogHandler(logging.Handler):

@@ -258,18 +258,3 @@ def source_dataset(sources: list[SourceSpec]):
     blocks = max(1, min(len(items), 4 * cpus))
     return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         _files_to_rows, batch_size=None, batch_format="numpy")
-
-
-def unwrap_data_error(exc: BaseException) -> DataError | None:
-    """The :class:`DataError` inside a Ray task/Data exception chain, if there is one."""
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, DataError):
-            return e
-        stack.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
-    return None
