@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
     p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
 
+    p = sub.add_parser("mcp", help="serve the platform as MCP tools over stdio (for agents)")
+    p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
+    p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
+
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
     p.add_argument("kind", nargs="?")
 
@@ -297,6 +301,13 @@ def _cmd_ui(args) -> int:
     return EXIT_OK
 
 
+def _cmd_mcp(args) -> int:
+    from forge_ray.mcp_server import serve
+
+    serve(args.storage, args.address)
+    return EXIT_OK
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -317,7 +328,7 @@ def _cmd_demo_data(args) -> int:
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
             "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report,
-            "ui": _cmd_ui}
+            "ui": _cmd_ui, "mcp": _cmd_mcp}
 
 
 def main(argv: list[str] | None = None) -> int:
