@@ -216,6 +216,18 @@ def compare(models: list[str], tasks: list[dict], name: str | None = None, judge
     return run(spec, storage=storage, address=address, show_progress=show_progress)
 
 
+def sweep(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
+          address: str | None = None, show_progress: bool = True) -> dict:
+    """Run a ``sweep`` spec (Ray Tune over a training spec) and return its results: one row
+    per trial (config, metric, steps, completed / stopped early) and the best."""
+    typed = resolve(spec, overrides)
+    if typed.kind != "sweep":
+        raise SpecError([Problem("kind", f"api.sweep runs sweep specs, not {typed.kind!r}")])
+    info = run(typed, storage=storage, address=address, show_progress=show_progress)
+    results = json.loads(Storage(storage).run(info.name).read_text("results.json"))
+    return {"run": info.name, "status": info.status, **results}
+
+
 def report(run_name: str, storage: str | None = None) -> dict:
     """An eval run's results (``results.json``), its Markdown summary and where the report is."""
     run_dir = Storage(storage).run(run_name)

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     _common(p)
 
+    p = sub.add_parser("sweep", help="run a sweep spec (Ray Tune) and print its trials and best config")
+    _spec_args(p), _common(p)
+    p.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+
     p = sub.add_parser("report", help="print an eval run's summary and where its report is")
     p.add_argument("run")
     _common(p)
@@ -277,6 +281,22 @@ def _cmd_compare(args) -> int:
     return EXIT_OK if info.status == "succeeded" else EXIT_FAILED
 
 
+def _cmd_sweep(args) -> int:
+    from forge_ray import api
+
+    out = api.sweep(args.spec, args.overrides, args.storage, args.address, show_progress=not args.json)
+    if args.json:
+        _print_json(out)
+        return EXIT_OK
+    metric = out["metric"]
+    for t in out["trials"]:
+        state = "completed" if t["completed"] else f"stopped at step {t['steps']}" if t["stopped_early"] else "failed"
+        print(f"  {t['run']}: {t['config']} → {metric} {t[metric]} ({state})")
+    print(f"best: {out['best']['run']} {out['best']['config']} ({metric} {out['best'][metric]})")
+    print(f"ready-to-run spec: {api.status(out['run'], args.storage).run_dir}/best.yaml")
+    return EXIT_OK
+
+
 def _cmd_report(args) -> int:
     from forge_ray import api
 
@@ -328,7 +348,7 @@ def _cmd_demo_data(args) -> int:
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
             "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report,
-            "ui": _cmd_ui, "mcp": _cmd_mcp}
+            "ui": _cmd_ui, "mcp": _cmd_mcp, "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

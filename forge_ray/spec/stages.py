@@ -8,6 +8,7 @@ run names too, so a later stage simply names an earlier one.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -402,8 +403,10 @@ class SweepStage(StageSpec):
     mode: Literal["min", "max"] = opt("min", "minimise or maximise")
     num_samples: int = opt(4, "trials", ge=1)
     max_concurrent: int = opt(1, "trials at once", ge=1)
-    scheduler: Literal["fifo", "asha", "pbt"] = opt("fifo", "trial scheduler")
-    search: Literal["random", "grid", "optuna"] = opt("random", "search algorithm")
+    scheduler: Literal["fifo", "asha", "pbt"] = opt("fifo", "trial scheduler (asha stops poor trials early)")
+    search: Literal["random", "grid", "optuna"] = opt("random", "search algorithm (optuna: TPE, needs optuna)")
+    grace_period: int = opt(10, "ASHA: steps every trial runs before it may be stopped", ge=1)
+    reduction_factor: int = opt(2, "ASHA: 1/reduction_factor of the trials go on at each rung", ge=2)
 
     def check(self):
         yield from super().check()
@@ -411,10 +414,35 @@ class SweepStage(StageSpec):
         from forge_ray.spec.typed import SpecError
 
         try:
-            build_spec(self.base)
+            base = build_spec(self.base)
         except SpecError as exc:
             for p in exc.problems:
                 yield f"base.{p.path}" if p.path else "base", p.message, p.hint
+            return
+        if base.kind not in ("pretrain", "sft", "dpo", "reward_model"):
+            yield "base.kind", f"sweeps run training specs (pretrain, sft, dpo, reward_model), not {base.kind!r}", ""
+        if self.scheduler == "pbt":
+            yield "scheduler", "pbt is not supported yet (trials would need to swap checkpoints)", "use asha or fifo"
+        if self.scheduler == "asha" and self.grace_period >= getattr(base, "train").max_steps:
+            yield "grace_period", f"must be below base.train.max_steps ({base.train.max_steps}) for ASHA to stop " \
+                                  "anything", ""
+        for key in self.space:
+            try:
+                set_probe = copy.deepcopy(self.base)
+                dist = self.space[key]
+                probe = dist.values[0] if dist.values else int(dist.low) if dist.type == "randint" else dist.low
+                _set(set_probe, key, probe)
+                build_spec(set_probe)
+            except SpecError as exc:
+                yield f"space.{key}", "; ".join(p.message for p in exc.problems), "a dotted key of the base spec"
+
+
+def _set(spec: dict, key: str, value) -> None:
+    node = spec
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 
 
 # ---------------------------------------------------------------------------- pipeline

@@ -259,6 +259,8 @@ def train_loop_per_worker(job: dict) -> None:
                 ckpt.save(engine, Path(d), rank, step, stream.state_dict())
                 ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step},
                                  checkpoint=ray.train.Checkpoint.from_directory(d))
+        elif "val_loss" in metrics:  # a validation without a checkpoint: still news for a sweep's scheduler
+            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step})
     if writer:
         writer.close()
     export(engine, objective, job, rank, final)

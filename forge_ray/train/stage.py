@@ -178,6 +178,17 @@ def _fit(job: dict, spec: _TrainingStage, run: RunDir) -> None:
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name="train", storage_path=run.path,
                              failure_config=FailureConfig(max_failures=spec.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints),
+                             callbacks=_tune_callbacks()),
     )
     trainer.fit()
+
+
+def _tune_callbacks() -> list:
+    """Inside a sweep's trial, the workers' reports (validation loss at each eval) go to Tune."""
+    try:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        return [TuneReportCallback()]
+    except (ImportError, RuntimeError):  # RuntimeError: not in a Tune session
+        return []

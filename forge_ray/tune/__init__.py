@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps on Ray Tune (``kind: sweep``): see :mod:`forge_ray.tune.stage`."""
