@@ -100,7 +100,7 @@ def test_submit_form_runs_a_pretrain_and_the_jobs_tab_shows_it(app_url, page, tm
     plot = page.locator("#metrics-plot img").first
     plot.wait_for()
     assert plot.evaluate("img => img.naturalWidth * img.naturalHeight") > 10_000
-    assert "ui-pretrain" in page.locator("#run-log").input_value()  # the job's own log, tailed
+    assert "ui-pretrain" in page.locator("#run-log textarea").input_value()  # the job's own log, tailed
     page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
     m = read_json(demo_runs / "ui-pretrain" / "manifest.json")
     assert m["status"] == "succeeded" and m["job_id"] and m["parents"] == ["demo-corpus", "demo-tokenizer"]
@@ -138,7 +138,7 @@ def test_gradio_client_submits_through_the_app_api(app_url, demo_runs, demo_data
     assert client.predict(spec, api_name="/validate").startswith("**valid**")
     bad = client.predict("kind: tokenizer\nname: x\nvocab_sise: 512\n", api_name="/validate")
     assert "vocab_sise" in bad and "invalid" in bad  # errors name their key
-    assert "submitted job" in client.predict(spec, api_name="/submit")
+    assert "job `forge-ui-client-tok-" in client.predict(spec, api_name="/submit")
     deadline = time.time() + 300
     while read_json(demo_runs / "ui-client-tok" / "manifest.json")["status"] not in ("succeeded", "failed"):
         assert time.time() < deadline, "the submitted tokenizer job did not finish"
