@@ -149,11 +149,30 @@ def _size_check(stage, store: Storage) -> tuple[dict, Problem | None]:
         return {}, Problem("model.preset", str(exc).strip("'\""))
     est = registry.estimate(arch, vocab, stage.train.seq_len, stage.train.micro_batch_size,
                             stage.resources.num_workers, stage.train.activation_checkpointing)
+    out = {**est.to_json(), **_capacity(est, stage)}
     try:
         check_fits(est, stage)
     except SpecError as exc:
-        return est.to_json(), exc.problems[0]
-    return est.to_json(), None
+        return out, exc.problems[0]
+    return out, None
+
+
+def _capacity(est, stage) -> dict:
+    """Memory a worker has, and a rough wall time: the run's training FLOPs over this machine's
+    measured matmul peak per worker at an assumed 30% utilisation (what the tiny CPU runs reach)."""
+    import torch
+
+    from forge_ray.train.metrics import measured_peak_flops
+    from forge_ray.train.preflight import available_gb_per_worker
+
+    t, res = stage.train, stage.resources
+    gpu = res.gpus_per_worker > 0 and torch.cuda.is_available()
+    peak = measured_peak_flops(torch.bfloat16 if gpu else torch.float32, "cuda" if gpu else "cpu", size=512)
+    tokens = t.max_steps * t.micro_batch_size * t.grad_accum * t.seq_len * res.num_workers
+    return {"available_gb_per_worker": available_gb_per_worker(res.gpus_per_worker, res.num_workers,
+                                                               res.memory_per_worker_gb),
+            "time_estimate_s": tokens * est.flops_per_token / (0.3 * peak * res.num_workers),
+            "assumed_mfu": 0.3, "measured_peak_flops_per_worker": peak}
 
 
 def run(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,

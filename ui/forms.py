@@ -78,8 +78,9 @@ def preflight_markdown(pre: dict, spec: dict | None = None) -> str:
             continue
         memory = ", ".join(f"{z}: {gb:.2f} GB" for z, gb in est.get("memory_gb", {}).items())
         lines.append(f"- `{stage}`: {est['params']:,} parameters ({est['active_params']:,} active), "
-                     f"{est['flops_per_token']:.3g} training FLOPs/token; memory per worker {memory}; "
-                     f"this machine has {_available_gb():.1f} GB free")
+                     f"{est['flops_per_token']:.3g} training FLOPs/token; memory per worker {memory} "
+                     f"(a worker has {est.get('available_gb_per_worker', _available_gb()):.1f} GB); "
+                     f"about {est.get('time_estimate_s', 0) / 60:.1f} min at 30% of this machine's peak")
     return "\n".join(lines)
 
 
