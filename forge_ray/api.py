@@ -216,6 +216,15 @@ def metrics(run_name: str, storage: str | None = None) -> list[dict]:
     return Storage(storage).run(run_name).metrics()
 
 
+def import_model(path: str, name: str, storage: str | None = None) -> RunInfo:
+    """Register a local HF model directory (safetensors only, Llama/Mistral/Mixtral families,
+    no remote code) as run ``name``: its ``model`` and ``tokenizer`` feed later stages."""
+    from forge_ray.models.importer import import_model as _import
+
+    _import(path, name, Storage(storage))
+    return status(name, storage)
+
+
 def export(run_name: str, storage: str | None = None, step: int | None = None, out: str | None = None) -> dict:
     """An HF directory (safetensors, config, tokenizer) from a training run's newest
     checkpoint, or the one at ``step``; works while the run is still going or after it failed.

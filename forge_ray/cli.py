@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
     p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
 
+    p = sub.add_parser("import", help="register a local HF model directory as a run (safetensors only)")
+    p.add_argument("path", help="directory with config.json, *.safetensors and a tokenizer")
+    p.add_argument("--name", required=True, help="run name for the imported model")
+    _common(p)
+
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
     p.add_argument("kind", nargs="?")
 
@@ -328,6 +333,20 @@ def _cmd_mcp(args) -> int:
     return EXIT_OK
 
 
+def _cmd_import(args) -> int:
+    from forge_ray import api
+    from forge_ray.models.importer import ImportRefused
+
+    try:
+        info = api.import_model(args.path, args.name, args.storage)
+    except ImportRefused as exc:
+        print(f"forge import: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    _print_json(info) if args.json else print(f"imported {args.path} as run {info.name!r} "
+                                              f"({info.metrics['params']:,} parameters) in {info.run_dir}")
+    return EXIT_OK
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -348,7 +367,8 @@ def _cmd_demo_data(args) -> int:
 COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "status": _cmd_status,
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
             "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report,
-            "ui": _cmd_ui, "mcp": _cmd_mcp, "sweep": _cmd_sweep}
+            "ui": _cmd_ui, "mcp": _cmd_mcp, "sweep": _cmd_sweep,
+            "import": _cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:
