@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -120,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="register a local HF model directory as a run (safetensors only)")
     p.add_argument("path", help="directory with config.json, *.safetensors and a tokenizer")
     p.add_argument("--name", required=True, help="run name for the imported model")
+    _common(p)
+
+    p = sub.add_parser("serve", help="serve a run's model on an OpenAI-compatible API (vLLM); --stop ends it")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --api-key")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("FORGE_SERVE_API_KEY"),
+                   help="key clients must send (default $FORGE_SERVE_API_KEY)")
+    p.add_argument("--stop", action="store_true", help="stop the run's server")
     _common(p)
 
     p = sub.add_parser("schema", help="JSON Schema of a spec kind (or of all kinds)")
@@ -347,6 +357,26 @@ def _cmd_import(args) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args) -> int:
+    from forge_ray import serve
+    from forge_ray.runs import Storage
+
+    store = Storage(args.storage)
+    try:
+        info = serve.stop(store, args.run) if args.stop else serve.start(store, args.run, args.host, args.port,
+                                                                         args.api_key)
+    except (PermissionError, ValueError, FileNotFoundError) as exc:
+        print(f"forge serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        _print_json(info)
+    elif args.stop:
+        print(f"stopped the server of {args.run} (pid {info['pid']})")
+    else:
+        print(f"serving {args.run} at {info['url']} (model name {args.run!r}); stop: forge serve --stop {args.run}")
+    return EXIT_OK
+
+
 def _cmd_schema(args) -> int:
     from forge_ray import api
 
@@ -368,7 +398,7 @@ COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "submit": _cmd_submit, "
             "logs": _cmd_logs, "stop": _cmd_stop, "runs": _cmd_runs, "export": _cmd_export, "schema": _cmd_schema,
             "demo-data": _cmd_demo_data, "eval": _cmd_eval, "compare": _cmd_compare, "report": _cmd_report,
             "ui": _cmd_ui, "mcp": _cmd_mcp, "sweep": _cmd_sweep,
-            "import": _cmd_import}
+            "import": _cmd_import, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

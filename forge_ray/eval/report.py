@@ -147,7 +147,7 @@ def _plot_curves(out: Path, storage, models: list[str]) -> str | None:
     histories = {}
     for m in models:
         name = m.removeprefix("random:")
-        if m.startswith("random:") or not storage.exists(name):
+        if m.startswith(("random:", "http://", "https://")) or not storage.exists(name):
             continue
         run = storage.run(name)
         if run.exists("metrics.jsonl"):

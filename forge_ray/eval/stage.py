@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from forge_ray.runner import Context, InputError, StageResult, input_dir
@@ -57,15 +58,19 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
     ctx.ensure_ray()
     task_dicts = spec_to_dict(spec)["tasks"]
     with contextlib.ExitStack() as inputs:
-        dirs = {}
-        for ref in spec.models:
-            dirs[ref] = str(inputs.enter_context(input_dir(ctx, ref.removeprefix("random:"), "model")))
+        from forge_ray.eval.endpoint import evaluate_endpoint, is_endpoint
+
+        local = [ref for ref in spec.models if not is_endpoint(ref)]
+        dirs = {ref: str(inputs.enter_context(input_dir(ctx, ref.removeprefix("random:"), "model"))) for ref in local}
         remote = ray.remote(evaluate_model).options(num_cpus=spec.cpus_per_model, num_gpus=spec.gpus_per_model)
         threads = max(1, int(spec.cpus_per_model))
         harness = {"tasks": spec.harness_tasks, "include": [str(Path(p).resolve()) for p in spec.harness_include],
                    "fewshot": spec.harness_fewshot, "limit": spec.harness_limit}
         pending = {remote.remote(dirs[ref], spec.seed if ref.startswith("random:") else None, task_dicts, texts,
-                                 spec.backend, spec.batch_size, threads, harness): ref for ref in spec.models}
+                                 spec.backend, spec.batch_size, threads, harness): ref for ref in local}
+        key = os.environ.get("FORGE_ENDPOINT_API_KEY")  # read here: Ray tasks do not see the driver's env
+        pending.update({ray.remote(evaluate_endpoint).options(num_cpus=0.1).remote(ref, task_dicts, key): ref
+                        for ref in spec.models if is_endpoint(ref)})
         results: dict[str, dict] = {}
         with ctx.progress(f"{spec.name}: models", total=len(pending), unit="model") as bar:
             while pending:

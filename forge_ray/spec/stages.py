@@ -324,7 +324,8 @@ class EvalStage(StageSpec):
     """Evaluate one or more models and compare them side by side."""
 
     KIND: ClassVar[str] = "eval"
-    models: list[str] = opt(help="run names, HF model directories, or random:RUN (RUN's architecture, untrained)")
+    models: list[str] = opt(help="run names, HF model directories, random:RUN (RUN's architecture, untrained), "
+                                 "or OpenAI-compatible endpoints http://host:port/v1#model (key: $FORGE_ENDPOINT_API_KEY)")
     tasks: list[TaskSpec] = opt([], "task suites")
     perplexity: list[SourceSpec] = opt([], "text for perplexity and bits-per-byte")
     perplexity_dataset: str | None = opt(None, "a data run whose held-out (val) documents are scored for "
@@ -355,13 +356,20 @@ class EvalStage(StageSpec):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             yield "tasks", "two tasks share a name", "give each task its own name"
+        if any(m.startswith(("http://", "https://")) for m in self.models):
+            if self.harness_tasks or any(t.scorer == "choice_loglik" for t in self.tasks):
+                yield "models", "endpoint models answer generative tasks only (no choice_loglik, no harness_tasks)", ""
+            for m in self.models:
+                if m.startswith(("http://", "https://")) and "#" not in m:
+                    yield "models", f"endpoint {m!r}: name the model after '#' (…/v1#model)", ""
         if "reward_model" in self.judges and not self.reward_model:
             yield "reward_model", "the reward_model judge needs a reward_model run", ""
         if "rubric" in self.judges and not self.rubric_model:
             yield "rubric_model", "the rubric judge needs a rubric_model", ""
 
     def input_runs(self) -> dict[str, str]:
-        runs = {f"models[{i}]": m.removeprefix("random:") for i, m in enumerate(self.models)}
+        runs = {f"models[{i}]": m.removeprefix("random:") for i, m in enumerate(self.models)
+                if not m.startswith(("http://", "https://"))}
         for field_name in ("reward_model", "rubric_model", "perplexity_dataset"):
             if getattr(self, field_name):
                 runs[field_name] = getattr(self, field_name)

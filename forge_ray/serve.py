@@ -1,0 +1,95 @@
+"""``forge serve RUN``: put a trained (or imported) model behind an OpenAI-compatible API
+(``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``) with vLLM's own server — on
+127.0.0.1 unless told otherwise, and with an API key required for any other address.
+``forge serve --stop RUN`` ends it. The server's address, port, pid and key hash are kept
+under the storage root (``serve/<run>.json``) so ``--stop`` and the UI can find it.
+
+    forge serve demo-sft                         # http://127.0.0.1:8000/v1, model name "demo-sft"
+    forge serve demo-sft --host 0.0.0.0 --api-key "$KEY"
+    forge serve --stop demo-sft
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _record(storage, run_name: str):
+    return storage.run("serve"), f"{run_name}.json"
+
+
+def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_model_len: int = 1024, wait_s: float = 300) -> dict:
+    """Start the server for ``run_name``'s model and wait until it answers."""
+    if host not in LOOPBACK and not api_key:
+        raise PermissionError(f"refusing to serve on {host} without an API key (--api-key); bind 127.0.0.1 "
+                              "for local use")
+    run = storage.run(run_name)
+    outputs = run.manifest().get("outputs", {}) if run.exists() else {}
+    if "model" not in outputs:
+        raise ValueError(f"run {run_name!r} has no model output to serve")
+    if not storage.is_local:
+        raise ValueError("serving reads the model from local or mounted storage; export it first")
+    model_dir = run.file(outputs["model"])
+    import torch
+
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+           "--served-model-name", run_name, "--host", host, "--port", str(port),
+           "--max-model-len", str(max_model_len), "--dtype", "bfloat16" if torch.cuda.is_available() else "float32"]
+    if not torch.cuda.is_available():
+        cmd.append("--enforce-eager")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key  # not on the command line, where `ps` would show it
+    rec_dir, rec = _record(storage, run_name)
+    log_path = Path(rec_dir.path) / f"{run_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    info = {"run": run_name, "url": f"{url}/v1", "pid": proc.pid, "host": host, "port": port, "log": str(log_path),
+            "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest() if api_key else None}
+    deadline = time.time() + wait_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited ({proc.returncode}); see {log_path}")
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise TimeoutError(f"the vLLM server did not answer within {wait_s:.0f}s; see {log_path}")
+            time.sleep(1)
+    rec_dir.write_text(rec, json.dumps(info, indent=2))
+    return info
+
+
+def stop(storage, run_name: str) -> dict:
+    rec_dir, rec = _record(storage, run_name)
+    if not rec_dir.exists(rec):
+        raise FileNotFoundError(f"no server recorded for {run_name!r}")
+    info = json.loads(rec_dir.read_text(rec))
+    try:
+        os.killpg(info["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    rec_dir.write_text(rec, json.dumps({**info, "stopped": True}, indent=2))
+    return {**info, "stopped": True}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,100 @@
+"""Bring your own model, serve what you trained: an HF directory imported "as if foreign"
+continues pre-training on the demo corpus with validation loss falling from its starting
+value; `forge serve` answers the `openai` client (chat and completions) with the same greedy
+text as `transformers`, refuses requests without its key; an eval pits the served endpoint
+against local runs and its answers equal the local model's."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from forge_ray import api
+from tests.conftest import _free_port, forge, read_json
+
+pytestmark = pytest.mark.slow
+KEY = "test-key-123"
+
+
+def test_imported_model_continues_pretraining(ray_cluster, demo_runs, tmp_path):
+    import shutil
+
+    foreign = tmp_path / "their-model"  # an HF directory from elsewhere: no run, no lineage
+    shutil.copytree(demo_runs / "demo-sft" / "model", foreign)
+    out = forge("import", str(foreign), "--name", "imported-base", "--storage", str(demo_runs))
+    assert out.returncode == 0, out.stderr[-2000:]
+    spec = {"kind": "pretrain", "name": "continued", "tokenizer": "imported-base", "init_from": "imported-base",
+            "dataset": "demo-corpus", "optim": {"lr": 1e-3, "warmup_steps": 2},
+            "train": {"max_steps": 20, "micro_batch_size": 4, "seq_len": 128, "eval_every": 10, "eval_batches": 4,
+                      "checkpoint_every": 0}, "resources": {"num_workers": 1}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = forge("run", str(tmp_path / "spec.json"), "--storage", str(demo_runs), env={"RAY_ADDRESS": ray_cluster["gcs"]})
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = read_json(demo_runs / "continued" / "manifest.json")
+    assert "imported-base" in m["parents"]
+    start, end = m["metrics"]["start_val_loss"], m["metrics"]["val_loss"]
+    print(f"continued pre-training from the imported model: val loss {start:.3f} → {end:.3f}")
+    assert end < start - 0.05, (start, end)
+
+
+@pytest.fixture(scope="module")
+def served(demo_runs):
+    port = _free_port()
+    refused = forge("serve", "demo-sft", "--host", "0.0.0.0", "--storage", str(demo_runs))
+    assert refused.returncode == 2 and "API key" in refused.stderr
+    out = forge("serve", "demo-sft", "--port", str(port), "--api-key", KEY, "--storage", str(demo_runs), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    yield f"http://127.0.0.1:{port}/v1"
+    stop = forge("serve", "--stop", "demo-sft", "--storage", str(demo_runs))
+    assert stop.returncode == 0
+
+
+def test_served_model_answers_openai_clients_like_transformers(served, demo_runs):
+    import openai
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    client = openai.OpenAI(base_url=served, api_key=KEY)
+    assert [m.id for m in client.models.list().data] == ["demo-sft"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=served, api_key="wrong").models.list()
+
+    model_dir = demo_runs / "demo-sft" / "model"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+    end_ids = [tok.convert_tokens_to_ids("<|end|>"), tok.eos_token_id]
+
+    def hf_greedy(ids, n=12, stops=()):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                                 eos_token_id=list(stops) or None, pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, len(ids):], skip_special_tokens=True)
+
+    prompt = "Q: Which team owns Vepeinon?\nA:"
+    got = client.completions.create(model="demo-sft", prompt=prompt, max_tokens=12, temperature=0.0)
+    assert got.choices[0].text == hf_greedy(tok(prompt)["input_ids"], stops=end_ids)  # the exported generation config
+    question = [{"role": "user", "content": "Who leads Team Otter?"}]
+    chat = client.chat.completions.create(model="demo-sft", messages=question, max_tokens=24, temperature=0.0)
+    ids = tok.apply_chat_template(question, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert chat.choices[0].message.content.strip() == hf_greedy(ids, n=24, stops=end_ids).strip()
+
+
+def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_runs, demo_data, monkeypatch):
+    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    endpoint = f"{served}#demo-sft"
+    info = api.compare([endpoint, "demo-sft", "demo-pretrain"],
+                       [{"name": "facts", "path": str(demo_data / "eval.jsonl"), "scorer": "contains_answer",
+                         "max_new_tokens": 24}], name="cmp-endpoint", backend="hf", storage=str(demo_runs),
+                       show_progress=False)
+    assert info.status == "succeeded"
+    results = read_json(demo_runs / "cmp-endpoint" / "report" / "results.json")
+    assert results["backends"][endpoint] == "endpoint"
+    rows = [json.loads(line) for line in (demo_runs / "cmp-endpoint" / "report" / "items" / "facts.jsonl")
+            .read_text().splitlines()]
+    served_answers = [r["output"] for r in rows if r["model"] == endpoint]
+    local_answers = [r["output"] for r in rows if r["model"] == "demo-sft"]
+    assert len(served_answers) == 36 and served_answers == local_answers  # the same model, served or local
+    assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
+    assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
