@@ -123,7 +123,8 @@ def _with_lines(error: SpecError, lines: dict[str, int], source: str, overrides:
         key, line = p.path, None
         while key and line is None:  # the key itself, else its nearest parent
             line = lines.get(key)
-            key = _LAST_PART.sub("", key)
+            parent = _LAST_PART.sub("", key)
+            key = parent if parent != key else ""  # a top-level key has no parent
         out.append(Problem(p.path, (f"{source}:{line}: " if line else "") + p.message, p.hint))
     return SpecError(out, source)
 

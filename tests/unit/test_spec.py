@@ -152,3 +152,12 @@ def test_schema_is_valid_json_schema_and_rejects_unknown_keys():
     assert not validator.is_valid({**TOK, "vocab_sise": 5})
     assert not validator.is_valid({**TOK, "vocab_size": 5})
     json.dumps(full)
+
+
+def test_problems_in_a_json_spec_without_line_numbers(tmp_path):
+    """A JSON file on one line: the loader must still report (it once looped forever here)."""
+    p = write(tmp_path, json.dumps({"kind": "pretrain", "name": "x", "tokenizer": "t", "dataset": "d",
+                                    "model": {"preset": "tiny", "hiden_size": 64}}), "spec.json")
+    with pytest.raises(SpecError) as exc:
+        load_spec(p, env={})
+    assert "hiden_size" in problems(exc)["model.hiden_size"] and "hidden_size" in problems(exc)["model.hiden_size"]
