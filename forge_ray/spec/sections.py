@@ -76,7 +76,7 @@ class ModelSpec:
 class OptimSpec:
     """AdamW with warmup and a decay schedule."""
 
-    lr: float = opt(1e-3, "peak learning rate", gt=0, le=1)
+    lr: float = opt(1e-3, "peak learning rate (no upper bound: a sweep may probe absurd ones)", gt=0)
     min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak", ge=0, le=1)
     weight_decay: float = opt(0.1, "decoupled weight decay", ge=0)
     beta1: float = opt(0.9, "Adam beta1", ge=0, lt=1)

@@ -88,7 +88,8 @@ def run(spec: SweepStage, run: RunDir, ctx: Context) -> StageResult:
         raise ValueError("sweeps keep their Tune experiment on local or mounted storage")
     ctx.ensure_ray()
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, sweep=spec_to_dict(spec), storage=run.storage.uri), {"CPU": 0})
+        tune.with_parameters(_trial, sweep=spec_to_dict(spec), storage=run.storage.uri),
+        {"CPU": 0.01})  # the trial only drives its Ray Train run; the workers reserve the real CPUs
     path = Path(run.path) / "tune"
     if tune.Tuner.can_restore(str(path / "sweep")):
         log.info("restoring the interrupted sweep from %s", path)

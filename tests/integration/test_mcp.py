@@ -20,7 +20,11 @@ TOOLS = {"validate_spec", "submit", "run_status", "run_metrics", "run_logs", "st
 
 
 def _json(result) -> object:
+    """A tool's result: lists come back as structured ``{"result": [...]}``, dicts as JSON text."""
     assert not result.is_error, result.content
+    structured = getattr(result, "structured_content", None)
+    if isinstance(structured, dict) and set(structured) == {"result"}:
+        return structured["result"]
     return json.loads(result.content[0].text)
 
 
