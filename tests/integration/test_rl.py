@@ -29,6 +29,9 @@ def rl_spec(name: str, demo_data, **over) -> dict:
     return spec
 
 
+FAST_ROLLOUT = {"backend": "auto", "n_samples": 4, "temperature": 1.0, "max_new_tokens": 24, "cpus_per_engine": 0.5}
+
+
 def _rows(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -102,7 +105,7 @@ def test_ppo_critic_value_loss_falls(ray_connected, demo_runs, demo_data):
 
 
 def test_a_crashed_run_resumes_with_verified_weights(ray_connected, demo_runs, demo_data, tmp_path, monkeypatch):
-    spec = rl_spec("rl-resume", demo_data, max_steps=6, eval_every=0, checkpoint_every=2)
+    spec = rl_spec("rl-resume", demo_data, max_steps=6, eval_every=0, checkpoint_every=2, rollout=FAST_ROLLOUT)
     monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"rl_step": 3, "marker": str(tmp_path / "m")}))
     with pytest.raises(Exception):
         api.run(spec, storage=str(demo_runs), show_progress=False)
@@ -120,7 +123,8 @@ def test_a_crashed_run_resumes_with_verified_weights(ray_connected, demo_runs, d
 
 def test_a_killed_rollout_engine_is_replaced(ray_connected, demo_runs, demo_data, tmp_path, monkeypatch):
     monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"kill_engine_at_step": 2, "marker": str(tmp_path / "k")}))
-    info = api.run(rl_spec("rl-engine-killed", demo_data, max_steps=3, eval_every=0, checkpoint_every=0),
+    info = api.run(rl_spec("rl-engine-killed", demo_data, max_steps=3, eval_every=0, checkpoint_every=0,
+                           rollout=FAST_ROLLOUT),
                    storage=str(demo_runs), show_progress=False)
     assert info.status == "succeeded" and (tmp_path / "k").exists()
     rows = [r for r in _rows(demo_runs / "rl-engine-killed") if "reward_mean" in r]
