@@ -46,6 +46,8 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.rl.placement import build_roles
 
     train_rows, eval_rows = split_prompts(spec)  # bad prompt files fail before any actor starts
+    if spec.engine == "openrlhf":
+        return _run_openrlhf(spec, run, ctx, train_rows)
     ctx.ensure_ray()
     with contextlib.ExitStack() as inputs:
         policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
@@ -153,3 +155,37 @@ def _shutdown(roles) -> None:
         ray.kill(actor)
     for bundles in [*roles.bundles, *roles.engine_bundles.values()]:
         bundles.remove()
+
+
+def _run_openrlhf(spec: RLStage, run: RunDir, ctx: Context, train_rows: list[dict]) -> StageResult:
+    """Submit OpenRLHF's ``train_ppo_ray`` for this spec as a Ray job and wait for it."""
+    import time
+
+    from forge_ray.api import _jobs_client
+    from forge_ray.rl.openrlhf import command, reward_script, train_args
+
+    if not run.storage.is_local:
+        raise ValueError("engine: openrlhf reads and writes the run directory: use local or mounted shared storage")
+    root = Path(run.path)
+    prompts = root / "openrlhf_prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train_rows))
+    script = None
+    if spec.reward_funcs:
+        script = root / "openrlhf_reward.py"
+        script.write_text(reward_script(spec))
+    with contextlib.ExitStack() as inputs:
+        policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
+        rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None
+        cmd = command(train_args(spec, str(policy_dir), str(prompts), str(root / "openrlhf"), len(train_rows),
+                                 rm_dir, str(script) if script else None))
+    client = _jobs_client(ctx.address)
+    repo = Path(__file__).resolve().parents[2]
+    job_id = client.submit_job(entrypoint=cmd, runtime_env={"working_dir": str(repo), "excludes": [
+        ".venv", "forge_runs", ".git", "**/__pycache__"]}, metadata={"forge_run": spec.name, "engine": "openrlhf"})
+    run.update(rollout_backend="openrlhf", openrlhf_job=job_id, openrlhf_command=cmd)
+    while (status := str(client.get_job_status(job_id))) not in ("JobStatus.SUCCEEDED", "JobStatus.FAILED",
+                                                                   "JobStatus.STOPPED", "SUCCEEDED", "FAILED", "STOPPED"):
+        time.sleep(10)
+    if not status.endswith("SUCCEEDED"):
+        raise RuntimeError(f"OpenRLHF job {job_id} ended {status}; see `ray job logs {job_id}`")
+    return StageResult(metrics={"engine": "openrlhf", "job_id": job_id}, outputs={"model": "openrlhf"})

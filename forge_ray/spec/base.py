@@ -1,0 +1,35 @@
+"""What every stage spec has: a kind, a run name, a description and a seed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from forge_ray.spec.typed import opt
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(kw_only=True)
+class StageSpec:
+    """Fields every stage has."""
+
+    kind: str = opt(help="stage kind")
+    name: str = opt(help="run name: the run directory under the storage root; letters, digits, '-', '_', '.'")
+    description: str = opt("", "free text shown in run tables")
+    seed: int = opt(0, "seed for every random choice in the stage", ge=0)
+
+    KIND: ClassVar[str] = ""
+    #: fields whose value names another run (an input); validated and recorded as parents
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+
+    def check(self):
+        if self.kind != self.KIND:
+            yield "kind", f"must be {self.KIND!r} for this spec class, got {self.kind!r}", ""
+        if not _NAME.match(self.name or ""):
+            yield "name", f"{self.name!r} is not a valid run name", "use letters, digits, '-', '_' or '.', ≤100 chars"
+
+    def input_runs(self) -> dict[str, str]:
+        """Input field → run name, for the inputs that are set."""
+        return {f: getattr(self, f) for f in self.INPUTS if getattr(self, f)}
