@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A multi-node Ray cluster on one machine, for trying multi-node forge-ray on a laptop and for
+# the fault-injection tests: a head and N worker raylets on 127.0.0.1, each with its own CPU
+# count and a custom resource (node1, node2, …) so work can be pinned to a node and a node can
+# be killed on purpose. Ray token authentication stays on.
+#
+#   cluster/local.sh up 2 [--cpus 1]     # head (no CPUs: it schedules) + 2 workers of 1 CPU each
+#   cluster/local.sh status
+#   cluster/local.sh kill 1              # kill worker node 1's raylet (chaos)
+#   cluster/local.sh down
+#
+# Then: RAY_ADDRESS=127.0.0.1:$FORGE_LOCAL_PORT forge run SPEC, or forge submit SPEC --address
+# http://127.0.0.1:$FORGE_LOCAL_DASHBOARD. Runs go to one storage dir every node sees
+# (FORGE_STORAGE, default ./forge_runs): on one machine a local path is shared storage.
+set -euo pipefail
+
+PORT="${FORGE_LOCAL_PORT:-6390}"
+DASHBOARD="${FORGE_LOCAL_DASHBOARD:-8266}"
+STATE="${FORGE_LOCAL_STATE:-${TMPDIR:-/tmp}/forge-local-cluster}"
+RAY="${RAY:-$(command -v ray || echo .venv/bin/ray)}"
+export RAY_AUTH_MODE=token
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+up() {
+  local n="${1:?how many worker nodes?}" cpus=1
+  shift
+  while [ $# -gt 0 ]; do case "$1" in --cpus) cpus="$2"; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+  mkdir -p "$STATE"
+  "$RAY" start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=0 --resources='{"head": 1}' \
+    --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD" --include-dashboard=true --disable-usage-stats \
+    >"$STATE/head.log" 2>&1
+  for i in $(seq 1 "$n"); do
+    "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 --num-cpus="$cpus" \
+      --resources="{\"node$i\": 1}" --node-manager-port="$(free_port)" --object-manager-port="$(free_port)" \
+      --min-worker-port=$((20000 + i * 1000)) --max-worker-port=$((20000 + i * 1000 + 999)) \
+      --disable-usage-stats >"$STATE/node$i.log" 2>&1
+  done
+  echo "$n" >"$STATE/nodes"
+  echo "local cluster: head 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASHBOARD), $n worker node(s) of $cpus CPU"
+}
+
+raylet_pid() {  # the raylet that owns resource node$1
+  pgrep -af raylet | grep -F "node$1" | awk '{print $1}' | head -1
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) "$RAY" stop --force >/dev/null 2>&1 || true; rm -rf "$STATE"; echo "local cluster stopped" ;;
+  status) RAY_ADDRESS="127.0.0.1:$PORT" "$RAY" status ;;
+  kill)
+    pid="$(raylet_pid "${2:?which node?}")"
+    [ -n "$pid" ] || { echo "no raylet for node$2" >&2; exit 1; }
+    kill -9 "$pid" && echo "killed node$2's raylet (pid $pid)" ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
