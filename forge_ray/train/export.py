@@ -76,7 +76,7 @@ def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     end_id = tok.convert_tokens_to_ids("<|end|>") if "<|end|>" in tok.get_vocab() else None
-    if end_id is not None and model.generation_config is not None:
+    if end_id is not None and getattr(model, "generation_config", None) is not None:  # not on a reward model
         # a chat turn ends with <|end|>: say so, so HF generate, vLLM and `forge serve` stop there
         model.generation_config.eos_token_id = [i for i in (config.eos_token_id, end_id) if i is not None]
     model.save_pretrained(str(out), safe_serialization=True)
