@@ -42,6 +42,8 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
     if not storage.is_local:
         raise ValueError("serving reads the model from local or mounted storage; export it first")
     model_dir = run.file(outputs["model"])
+    config = json.loads(Path(model_dir, "config.json").read_text())
+    max_model_len = min(max_model_len, int(config.get("max_position_embeddings") or max_model_len))
     import torch
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,

@@ -65,7 +65,9 @@ def _scheduler(spec: SweepStage):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if spec.scheduler == "asha":
-        max_t = int(spec.base.get("train", {}).get("max_steps", 100))
+        # one past the last step: a trial that reaches the end finishes on its own (exports, records
+        # success) instead of being stopped by the scheduler at its final report
+        max_t = int(spec.base.get("train", {}).get("max_steps", 100)) + 1
         return ASHAScheduler(time_attr="step", max_t=max_t, grace_period=max(1, spec.grace_period),
                              reduction_factor=spec.reduction_factor)
     return FIFOScheduler()
@@ -107,9 +109,13 @@ def run(spec: SweepStage, run: RunDir, ctx: Context) -> StageResult:
     if not any(r["completed"] or r[spec.metric] is not None for r in rows):
         raise RuntimeError(f"no trial of {spec.name} reported {spec.metric!r}; see the trials' run.log")
     best = _best(spec, rows)
-    for r in rows:  # a trial the scheduler stopped is not still running: say so in its manifest
-        if r["stopped_early"] and r["run"] and run.storage.exists(r["run"]):
-            run.storage.run(r["run"]).update(status="stopped", stopped_by=spec.scheduler, stopped_at_step=r["steps"])
+    for r in rows:  # every trial in the sweep's lineage; one the scheduler stopped is not still running
+        if not (r["run"] and run.storage.exists(r["run"])):
+            continue
+        trial = run.storage.run(r["run"])
+        trial.update(sweep=spec.name, parents=sorted(set(trial.manifest().get("parents", [])) | {spec.name}))
+        if r["stopped_early"]:
+            trial.update(status="stopped", stopped_by=spec.scheduler, stopped_at_step=r["steps"], error=None)
     _write(run, spec, rows, best)
     return StageResult(metrics={"trials": len(rows), "stopped_early": sum(r["stopped_early"] for r in rows),
                                 "best_trial": best["run"], f"best_{spec.metric}": best[spec.metric],
