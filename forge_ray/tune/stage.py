@@ -55,6 +55,12 @@ def _trial(config: dict, sweep: dict, storage: str) -> None:
     store = Storage(storage)
     try:
         execute(build_spec(trial), Context(store, show_progress=False))
+    except BaseException as exc:
+        from forge_ray.diagnose import diagnose
+
+        if diagnose(exc)[0].kind == "worker_lost":  # the scheduler stopped this trial: its bundles went away
+            store.run(trial["name"]).update(status="stopped", stopped_by=spec.scheduler, error=None)
+        raise
     finally:
         run = store.run(trial["name"])
         if run.exists():
@@ -116,6 +122,8 @@ def run(spec: SweepStage, run: RunDir, ctx: Context) -> StageResult:
         trial.update(sweep=spec.name, parents=sorted(set(trial.manifest().get("parents", [])) | {spec.name}))
         if r["stopped_early"]:
             trial.update(status="stopped", stopped_by=spec.scheduler, stopped_at_step=r["steps"], error=None)
+        elif r["error"] and trial.manifest().get("status") == "stopped":  # a real failure, not the scheduler
+            trial.update(status="failed")
     _write(run, spec, rows, best)
     return StageResult(metrics={"trials": len(rows), "stopped_early": sum(r["stopped_early"] for r in rows),
                                 "best_trial": best["run"], f"best_{spec.metric}": best[spec.metric],
