@@ -37,6 +37,10 @@ up() {
       --disable-usage-stats >"$STATE/node$i.log" 2>&1
   done
   echo "$n" >"$STATE/nodes"
+  for _ in $(seq 1 60); do  # wait until every worker raylet has registered with the head
+    [ "$(RAY_ADDRESS="127.0.0.1:$PORT" "$RAY" status 2>/dev/null | grep -c '^ 1 node_')" -ge $((n + 1)) ] && break
+    sleep 1
+  done
   echo "local cluster: head 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASHBOARD), $n worker node(s) of $cpus CPU"
 }
 
