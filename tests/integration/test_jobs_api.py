@@ -66,3 +66,17 @@ def test_unreachable_cluster_is_a_clear_failure(tmp_path, demo_data):
                    "--address", "http://127.0.0.1:9", env={"FORGE_DEMO_DATA": str(demo_data)}, timeout=120)
     assert result.returncode == 1 and "forge submit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_jobs_api_refuses_requests_without_the_token(ray_cluster, tmp_path):
+    """Ray 2.60's token authentication stays on: a bare HTTP request to the Jobs API is refused,
+    the CLI (which sends the token from ~/.ray/auth_token or $RAY_AUTH_TOKEN) gets through."""
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{ray_cluster['dashboard']}/api/jobs/", timeout=10)
+    assert refused.value.code in (401, 403)
+    answered = forge("status", "no-such-job", "--address", ray_cluster["dashboard"], "--storage", str(tmp_path))
+    # past authentication, the cluster itself answers: that job does not exist
+    assert "status code 404" in answered.stderr and "no-such-job does not exist" in answered.stderr, answered.stderr
