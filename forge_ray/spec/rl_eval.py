@@ -163,7 +163,17 @@ class EvalStage(StageSpec):
     gpus_per_model: float = opt(0.0, "GPUs of each model's evaluation task", ge=0)
 
     def check(self):
+        from forge_ray.spec.sections import traversal_problem
+
         yield from super().check()
+        for i, task in enumerate(self.tasks):
+            problem = traversal_problem(task.path)
+            if problem:
+                yield f"tasks[{i}].path", *problem
+        for i, path in enumerate(self.harness_include):
+            problem = traversal_problem(path)
+            if problem:
+                yield f"harness_include[{i}]", *problem
         if not self.models:
             yield "models", "needs at least one model", ""
         if len(set(self.models)) != len(self.models):

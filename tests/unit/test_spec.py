@@ -161,3 +161,17 @@ def test_problems_in_a_json_spec_without_line_numbers(tmp_path):
     with pytest.raises(SpecError) as exc:
         load_spec(p, env={})
     assert "hiden_size" in problems(exc)["model.hiden_size"] and "hidden_size" in problems(exc)["model.hiden_size"]
+
+
+def test_paths_that_climb_out_with_dotdot_are_refused(tmp_path, monkeypatch):
+    bad = {"kind": "tokenizer", "name": "t", "sources": [{"path": "corpus/../../../etc"}]}
+    with pytest.raises(SpecError) as exc:
+        build_spec(bad)
+    assert "climbs out of its directory" in problems(exc)["sources[0].path"]
+    bad_eval = {"kind": "eval", "name": "e", "models": ["m"], "tasks": [{"name": "x", "path": "../secrets.jsonl"}]}
+    with pytest.raises(SpecError) as exc:
+        build_spec(bad_eval)
+    assert "FORGE_ALLOWED_PATHS" in str(exc.value)
+    build_spec({**bad, "sources": [{"path": str(tmp_path / "corpus")}]})  # absolute, no '..': fine
+    monkeypatch.setenv("FORGE_ALLOWED_PATHS", str(tmp_path))
+    build_spec({**bad, "sources": [{"path": str(tmp_path / "a" / ".." / "corpus")}]})  # allowed prefix
