@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -90,8 +89,3 @@ def stop(storage, run_name: str) -> dict:
     rec_dir.write_text(rec, json.dumps({**info, "stopped": True}, indent=2))
     return {**info, "stopped": True}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

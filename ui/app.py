@@ -9,7 +9,6 @@ leaderboard. Every action goes through :mod:`forge_ray.api`, the same surface as
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -285,6 +284,3 @@ def read_auth(auth: str | None, auth_file: str | None) -> tuple[str, str] | None
     user, sep, password = text.partition(":")
     return (user, password) if sep else ("forge", text)
 
-
-def _json(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)

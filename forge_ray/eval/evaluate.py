@@ -11,15 +11,13 @@ import time
 
 def pick_backend(choice: str, random_init: bool) -> str:
     """``vllm`` needs weights on disk: an untrained (``random:``) model generates with HF."""
+    from forge_ray.rl.placement import pick_backend as installed_backend
+
     if choice == "hf" or random_init:
         return "hf"
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        if choice == "vllm":
-            raise
-        return "hf"
-    return "vllm"
+    if choice == "vllm":
+        import vllm  # noqa: F401 - chosen explicitly: a missing install is an error, not a fallback
+    return installed_backend(choice)
 
 
 def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dict], texts: list[str],

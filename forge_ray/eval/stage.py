@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -149,6 +148,3 @@ def _rubric_verdicts(judge_dir: str, rubric_text: str, by_task: dict, pairs: lis
     return {t: {f"{a}|{b}": rubric(judge, rubric_text, results, a, b) for a, b in pairs}
             for t, results in by_task.items()}
 
-
-def load_results(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "report" / "results.json").read_text())

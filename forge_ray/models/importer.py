@@ -11,7 +11,6 @@ and fingerprinted, so the run does not change if the source directory does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -27,6 +26,8 @@ class ImportRefused(ValueError):
 def inspect(path: str | Path) -> dict:
     """Check a model directory without loading its weights; returns what the manifest records."""
     from safetensors import safe_open
+
+    from forge_ray.train.checkpoint import sha256_file
 
     src = Path(path)
     if not (src / "config.json").is_file():
@@ -55,18 +56,10 @@ def inspect(path: str | Path) -> dict:
                 for d in shape:
                     n *= d
                 params += n
-        fingerprints[w.name] = _sha256(w)
+        fingerprints[w.name] = sha256_file(w)
     return {"architecture": archs[0], "family": SUPPORTED[archs[0]], "params": params,
             "weight_sha256": fingerprints, "vocab_size": config.get("vocab_size"),
             "hidden_size": config.get("hidden_size"), "num_layers": config.get("num_hidden_layers")}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_model(path: str | Path, name: str, storage) -> dict:

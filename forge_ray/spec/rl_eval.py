@@ -133,9 +133,6 @@ class TaskSpec:
     limit: int | None = opt(None, "use only the first N items", ge=1)
 
 
-JUDGES = ("reference", "reward_model", "rubric", "human")
-
-
 @dataclass(kw_only=True)
 class EvalStage(StageSpec):
     """Evaluate one or more models and compare them side by side."""

@@ -22,7 +22,8 @@ TAG = "engine"
 RECORD = "forge_checkpoint.json"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -54,7 +55,7 @@ def save(engine, directory: Path, rank: int, step: int, stream_state: dict, extr
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)
     record_name = RECORD if rank == 0 else f"forge_files_rank{rank}.json"
     (directory / record_name).write_text(json.dumps(
-        {"step": step, "files": {str(p.relative_to(directory)): _sha256(p) for p in files}}, indent=1))
+        {"step": step, "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}, indent=1))
 
 
 def seal(directory: Path, step: int) -> None:
@@ -63,7 +64,7 @@ def seal(directory: Path, step: int) -> None:
     directory = Path(directory)
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)
     (directory / RECORD).write_text(json.dumps(
-        {"step": step, "files": {str(p.relative_to(directory)): _sha256(p) for p in files}}, indent=1))
+        {"step": step, "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}, indent=1))
 
 
 def verify(directory: Path) -> int:
@@ -78,7 +79,7 @@ def verify(directory: Path) -> int:
         step = data["step"] if step is None else step
         for rel, digest in data["files"].items():
             path = directory / rel
-            if not path.exists() or _sha256(path) != digest:
+            if not path.exists() or sha256_file(path) != digest:
                 raise ValueError(f"{path}: missing or modified since it was written; refusing to load "
                                  "(a checkpoint is only loaded if it matches its integrity record)")
     return int(step)

@@ -61,10 +61,6 @@ def _trial(config: dict, sweep: dict, storage: str) -> None:
         if diagnose(exc)[0].kind == "worker_lost":  # the scheduler stopped this trial: its bundles went away
             store.run(trial["name"]).update(status="stopped", stopped_by=spec.scheduler, error=None)
         raise
-    finally:
-        run = store.run(trial["name"])
-        if run.exists():
-            run.update(sweep=spec.name, parents=sorted(set(run.manifest().get("parents", [])) | {spec.name}))
 
 
 def _scheduler(spec: SweepStage):
