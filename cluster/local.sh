@@ -7,7 +7,7 @@
 #   cluster/local.sh up 2 [--cpus 1]     # head (no CPUs: it schedules) + 2 workers of 1 CPU each
 #   cluster/local.sh status
 #   cluster/local.sh kill 1              # kill worker node 1's raylet (chaos)
-#   cluster/local.sh down
+#   cluster/local.sh down                # stops this cluster's processes only (not other Ray clusters)
 #
 # Then: RAY_ADDRESS=127.0.0.1:$FORGE_LOCAL_PORT forge run SPEC, or forge submit SPEC --address
 # http://127.0.0.1:$FORGE_LOCAL_DASHBOARD. Runs go to one storage dir every node sees
@@ -19,6 +19,7 @@ DASHBOARD="${FORGE_LOCAL_DASHBOARD:-8266}"
 STATE="${FORGE_LOCAL_STATE:-${TMPDIR:-/tmp}/forge-local-cluster}"
 RAY="${RAY:-$(command -v ray || echo .venv/bin/ray)}"
 export RAY_AUTH_MODE=token
+export PATH="$(cd "$(dirname "$RAY")" && pwd):$PATH"  # job entrypoints run `python`: the one beside ray
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -29,7 +30,9 @@ up() {
   mkdir -p "$STATE"
   "$RAY" start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=0 --resources='{"head": 1}' \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD" --include-dashboard=true --disable-usage-stats \
-    >"$STATE/head.log" 2>&1
+    --ray-client-server-port="$(free_port)" >"$STATE/head.log" 2>&1
+  # the session directory names every process of this cluster: `down` and `kill` touch only those
+  basename "$(readlink -f "${RAY_TMPDIR:-/tmp/ray}/session_latest")" >"$STATE/session"
   for i in $(seq 1 "$n"); do
     "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 --num-cpus="$cpus" \
       --resources="{\"node$i\": 1}" --node-manager-port="$(free_port)" --object-manager-port="$(free_port)" \
@@ -44,13 +47,27 @@ up() {
   echo "local cluster: head 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASHBOARD), $n worker node(s) of $cpus CPU"
 }
 
-raylet_pid() {  # the raylet that owns resource node$1
-  pgrep -af raylet | grep -F "node$1" | awk '{print $1}' | head -1
+session() { cat "$STATE/session" 2>/dev/null || { echo "no local cluster recorded in $STATE" >&2; exit 1; }; }
+
+raylet_pid() {  # this cluster's raylet that owns resource node$1
+  pgrep -af raylet | grep -F "$(session)" | grep -E "[=,]node$1," | awk '{print $1}' | head -1
+}
+
+down() {  # every process of this cluster (head, raylets, agents, workers); other clusters live on
+  local s pids
+  s="$(session)"
+  pids="$(pgrep -f -- "$s|--address=[0-9.]+:$PORT( |$)" || true)"
+  for raylet in $(pgrep -f -- "raylet.*$s" || true); do pids="$pids $(pgrep -P "$raylet" || true)"; done  # agents, workers
+  [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+  local current="${RAY_TMPDIR:-/tmp/ray}/ray_current_cluster"  # `ray.init()` must not find a dead cluster
+  grep -qs ":$PORT\$" "$current" && rm -f "$current"
+  rm -rf "$STATE"
+  echo "local cluster stopped"
 }
 
 case "${1:-}" in
   up) shift; up "$@" ;;
-  down) "$RAY" stop --force >/dev/null 2>&1 || true; rm -rf "$STATE"; echo "local cluster stopped" ;;
+  down) down ;;
   status) RAY_ADDRESS="127.0.0.1:$PORT" "$RAY" status ;;
   kill)
     pid="$(raylet_pid "${2:?which node?}")"

@@ -353,9 +353,20 @@ def _jobs_client(address: str | None):
     return JobSubmissionClient(address, headers=_auth_headers())
 
 
+def _on_this_machine(address: str) -> bool:
+    """A cluster on loopback runs this checkout already. Its nodes also share one session
+    directory, where every node's runtime-env agent would unpack (and replace) the same
+    working_dir under the running driver: so nothing is shipped there."""
+    from urllib.parse import urlparse
+
+    return (urlparse(address).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
 def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
            address: str | None = None, working_dir: str | None = None, runtime_env: dict | None = None) -> JobInfo:
-    """Validate here, then submit ``forge run`` as a Ray job; the run is recorded as queued."""
+    """Validate here, then submit ``forge run`` as a Ray job; the run is recorded as queued.
+    ``working_dir`` is shipped to the cluster (default: this checkout, unless the cluster is on
+    loopback; ``""`` ships nothing: the cluster's image has forge-ray installed)."""
     typed = resolve(spec, overrides)
     pre = validate(typed, storage=storage)
     if not pre.ok:
@@ -366,8 +377,10 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
         store_uri = str(Path(store_uri).resolve())  # the job runs elsewhere: give it an absolute root
     spec_json = json.dumps(spec_to_dict(typed), separators=(",", ":"))
     entrypoint = f"python -m forge_ray.cli run --spec-json {shlex.quote(spec_json)} --storage {shlex.quote(store_uri)}"
-    env = {"working_dir": working_dir or str(Path(__file__).resolve().parents[1]),
-           "excludes": [".venv", "forge_runs", ".git", "**/__pycache__", "*.egg-info"], **(runtime_env or {})}
+    env = dict(runtime_env or {})
+    if working_dir != "" and (working_dir or not _on_this_machine(client._address)):
+        env = {"working_dir": working_dir or str(Path(__file__).resolve().parents[1]),
+               "excludes": [".venv", "forge_runs", ".git", "**/__pycache__", "*.egg-info"], **env}
     job_id = f"forge-{typed.name}-{int(time.time())}"
     run = Storage(storage).run(typed.name)
     from forge_ray.spec import spec_to_yaml

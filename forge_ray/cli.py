@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="submit a spec to a Ray cluster's Jobs API")
     _spec_args(p), _common(p)
     p.add_argument("--address", help="Jobs API address, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)")
-    p.add_argument("--working-dir", help="directory shipped to the cluster (default: the forge-ray checkout)")
+    p.add_argument("--working-dir", help="directory shipped to the cluster (default: this checkout, except to a cluster on "
+                        "127.0.0.1, which runs it already; '' ships nothing)")
 
     for name, text in (("status", "status of a run or a Ray job"), ("logs", "logs of a run or a Ray job"),
                        ("stop", "stop a Ray job (by job id or run name)")):

@@ -1,5 +1,5 @@
-"""Why a run failed, as a kind a program can act on — ``config``, ``data``, ``nan_loss``,
-``oom``, ``worker_lost``, ``timeout``, ``dependency`` or ``runtime`` — with the message and
+"""Why a run failed, as a kind a program can act on — ``config``, ``data``, ``disk_full``,
+``nan_loss``, ``oom``, ``worker_lost``, ``timeout``, ``dependency`` or ``runtime`` — with the message and
 a hint of what to change. Failures cross Ray wrapped (a worker's exception inside Ray
 Train's or Ray Data's), so every exception in the chain is examined, most specific first.
 
@@ -11,11 +11,16 @@ Train's or Ray Data's), so every exception in the chain is examined, most specif
 
 from __future__ import annotations
 
+import errno
+
 from forge_ray.runs import RunError
 
 HINTS = {
     "data": "fix the named file and line, or let the data stage quarantine bad rows (on_error: skip)",
     "config": "fix the named keys (forge validate lists them all; forge schema shows every key)",
+    "disk_full": "the storage ran out of space (or quota): free space, lower train.keep_checkpoints, or point "
+                 "--storage at a larger volume, then re-run the same spec: it resumes from the newest complete "
+                 "checkpoint (a half-written one is never resumed from)",
     "nan_loss": "lower optim.lr (÷10), raise optim.warmup_steps or lower optim.grad_clip; "
                 "metrics.jsonl shows the steps before",
     "oom": "lower train.micro_batch_size or seq_len, raise train.zero_stage, turn on "
@@ -62,6 +67,9 @@ def _kind(e: BaseException) -> str | None:
         return "data"
     if isinstance(e, (SpecError, InputError, RunExistsError)):
         return "config"
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+            s in text for s in ("No space left on device", "Disk quota exceeded")):
+        return "disk_full"
     if isinstance(e, FloatingPointError) or "FloatingPointError" in text:
         return "nan_loss"
     if isinstance(e, MemoryError) or names & {"OutOfMemoryError"} or "out of memory" in text.lower():
@@ -76,7 +84,7 @@ def _kind(e: BaseException) -> str | None:
     return None
 
 
-PRIORITY = ["data", "config", "nan_loss", "oom", "dependency", "timeout", "worker_lost"]
+PRIORITY = ["data", "config", "disk_full", "nan_loss", "oom", "dependency", "timeout", "worker_lost"]
 
 
 def diagnose(exc: BaseException) -> tuple[RunError, int]:

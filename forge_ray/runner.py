@@ -187,20 +187,25 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
     if previous and previous.get("status") == "succeeded" and run.spec_matches(spec_yaml):
         log.info("run %s already succeeded with this spec; nothing to do", spec.name)
         return previous
-    run.create_or_resume(spec.kind, spec_yaml, parents, job_id=ctx.job_id)
+    attempt = run.create_or_resume(spec.kind, spec_yaml, parents, job_id=ctx.job_id).get("attempts", 1)
     handler = _RunLogHandler(run)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        log.info("run %s (%s) started%s", spec.name, spec.kind, " (resumed)" if previous else "")
+        log.info("run %s (%s) started%s", spec.name, spec.kind, f" (attempt {attempt})" if attempt > 1 else "")
         result: StageResult = fn(spec, run, ctx)
         manifest = run.succeed(result.metrics, result.outputs)
         log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
         return manifest
     except BaseException as exc:
         error, _ = classify(exc)
+        if error.kind == "disk_full":
+            error.message += f" (while writing the run under {run.path})"
         log.error("run %s failed: %s\n%s", spec.name, error.message, traceback.format_exc())
-        run.fail(error)
+        try:
+            run.fail(error)
+        except OSError as record_exc:  # e.g. the disk that just filled up: the error itself must still surface
+            log.error("could not record the failure in %s: %s", run.file("manifest.json"), record_exc)
         raise
     finally:
         log.removeHandler(handler)

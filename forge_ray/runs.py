@@ -114,9 +114,27 @@ class RunDir:
         target = self.file(rel)
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
         self.fs.move(tmp, target)
+
+    # A full disk must not also swallow the record of why the run failed: each run keeps a
+    # little space in reserve while it runs and frees it just before writing its failure.
+    RESERVE, RESERVE_BYTES = ".forge_space_reserve", 256 * 1024
+
+    def _reserve_space(self) -> None:
+        if self.storage.is_local:
+            with contextlib.suppress(OSError), open(self.file(self.RESERVE), "wb") as f:
+                f.write(b"\0" * self.RESERVE_BYTES)
+
+    def _release_space(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.delete_file(self.file(self.RESERVE))
 
     def append_line(self, rel: str, text: str) -> None:
         target = self.file(rel)
@@ -200,27 +218,36 @@ class RunDir:
                     f"run {self.name!r} already exists in {self.storage.uri} with a different spec; "
                     f"refusing to overwrite it (compare {self.file('spec.yaml')}). "
                     "Choose another name (--set name=…) or delete that run directory.")
-            fields = {"status": status, "resumed_at": now(), "attempts": manifest.get("attempts", 1) + 1}
+            if manifest.get("status") == "queued":  # the submission's own start: the same attempt
+                fields = {"status": status, "started_at": now()}
+            else:
+                fields = {"status": status, "resumed_at": now(), "attempts": manifest.get("attempts", 1) + 1}
             if job_id:
                 fields["job_id"] = job_id
-            return self.update(**fields)
-        self.write_text("spec.yaml", spec_yaml)
-        return self.update(
-            name=self.name, kind=kind, status=status, parents=parents, spec_sha256=digest,
-            fingerprints=fingerprints or {}, created_at=now(), started_at=now() if status == "running" else None,
-            ended_at=None, metrics={}, outputs={}, error=None, job_id=job_id, attempts=1,
-        )
+            manifest = self.update(**fields)
+        else:
+            self.write_text("spec.yaml", spec_yaml)
+            manifest = self.update(
+                name=self.name, kind=kind, status=status, parents=parents, spec_sha256=digest,
+                fingerprints=fingerprints or {}, created_at=now(), started_at=now() if status == "running" else None,
+                ended_at=None, metrics={}, outputs={}, error=None, job_id=job_id, attempts=1,
+            )
+        if status == "running":
+            self._reserve_space()
+        return manifest
 
     def start(self) -> dict:
         return self.update(status="running", started_at=now(), ended_at=None, error=None)
 
     def succeed(self, metrics: dict[str, Any] | None = None, outputs: dict[str, str] | None = None) -> dict:
+        self._release_space()
         manifest = self.manifest()
         return self.update(status="succeeded", ended_at=now(), error=None,
                            metrics={**manifest.get("metrics", {}), **(metrics or {})},
                            outputs={**manifest.get("outputs", {}), **(outputs or {})})
 
     def fail(self, error: RunError) -> dict:
+        self._release_space()
         return self.update(status="failed", ended_at=now(), error=error.__dict__)
 
     # ------------------------------------------------------------------ metrics

@@ -2,9 +2,14 @@
 
 A checkpoint directory holds DeepSpeed's files (each rank writes its own shards), one
 ``forge_rank{r}.json`` per rank (step, data-stream state, RNG states) and, from rank 0,
-``forge_checkpoint.json`` listing every file with its SHA-256. Before DeepSpeed loads
-anything (it uses ``torch.load``, i.e. pickle), every file's hash is checked against that
-record: a checkpoint is only loaded if it is byte-for-byte what this run wrote.
+``forge_checkpoint.json`` listing every file with its SHA-256 and the world size. Before
+DeepSpeed loads anything (it uses ``torch.load``, i.e. pickle), every file's hash is checked
+against that record: a checkpoint is only loaded if it is byte-for-byte what this run wrote.
+
+Ray Train copies each rank's directory into storage on its own, so a crash or a full disk
+can leave a checkpoint with some ranks' files missing or cut short. Such a checkpoint fails
+:func:`verify` (a rank's record is absent, or a hash differs) and :func:`latest` passes over
+it to the newest complete one: a partially written checkpoint is never resumed from.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -20,6 +26,7 @@ import torch
 
 TAG = "engine"
 RECORD = "forge_checkpoint.json"
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: Path) -> str:
@@ -46,7 +53,8 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()))
 
 
-def save(engine, directory: Path, rank: int, step: int, stream_state: dict, extra: dict | None = None) -> None:
+def save(engine, directory: Path, rank: int, step: int, stream_state: dict, extra: dict | None = None,
+         world: int = 1) -> None:
     """Every rank calls this with the same ``directory`` layout (its local copy)."""
     directory.mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(directory), tag=TAG)
@@ -55,7 +63,8 @@ def save(engine, directory: Path, rank: int, step: int, stream_state: dict, extr
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != RECORD)
     record_name = RECORD if rank == 0 else f"forge_files_rank{rank}.json"
     (directory / record_name).write_text(json.dumps(
-        {"step": step, "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}}, indent=1))
+        {"step": step, "world_size": world, "files": {str(p.relative_to(directory)): sha256_file(p) for p in files}},
+        indent=1))
 
 
 def seal(directory: Path, step: int) -> None:
@@ -73,6 +82,11 @@ def verify(directory: Path) -> int:
     records = [directory / RECORD, *sorted(directory.glob("forge_files_rank*.json"))]
     if not records[0].exists():
         raise ValueError(f"{directory}: no {RECORD}; not a forge checkpoint, refusing to load it")
+    world = json.loads(records[0].read_text()).get("world_size", 1)
+    for r in range(1, world):
+        if not (directory / f"forge_files_rank{r}.json").exists():
+            raise ValueError(f"{directory}: rank {r}'s files never arrived (a partially written checkpoint); "
+                             "refusing to load it")
     step = None
     for rec in records:
         data = json.loads(rec.read_text())
@@ -95,13 +109,17 @@ def load(engine, directory: Path, rank: int) -> dict:
 
 
 def latest(root: Path) -> Path | None:
-    """The newest complete checkpoint under a Ray Train run directory, by recorded step."""
-    best, best_step = None, -1
+    """The newest checkpoint under a Ray Train run directory that passes :func:`verify`."""
+    candidates = []
     for record in Path(root).glob(f"**/{RECORD}"):
         try:
-            step = json.loads(record.read_text())["step"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if step > best_step:
-            best, best_step = record.parent, step
-    return best
+            candidates.append((int(json.loads(record.read_text())["step"]), str(record.parent)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record cut short: that checkpoint was never finished
+    for _, directory in sorted(candidates, reverse=True):
+        try:
+            verify(Path(directory))
+            return Path(directory)
+        except (OSError, ValueError) as exc:
+            log.warning("passing over checkpoint %s: %s", directory, exc)
+    return None

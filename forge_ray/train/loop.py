@@ -256,7 +256,7 @@ def train_loop_per_worker(job: dict) -> None:
         if last or (train["checkpoint_every"] and step % train["checkpoint_every"] == 0):
             with tempfile.TemporaryDirectory(prefix="forge-ckpt-") as d:
                 _write_hf(engine, objective, job, rank, Path(d) / HF_SUBDIR)  # `forge export` reads it
-                ckpt.save(engine, Path(d), rank, step, stream.state_dict())
+                ckpt.save(engine, Path(d), rank, step, stream.state_dict(), world=world)
                 ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step},
                                  checkpoint=ray.train.Checkpoint.from_directory(d))
         elif "val_loss" in metrics:  # a validation without a checkpoint: still news for a sweep's scheduler

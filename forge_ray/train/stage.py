@@ -129,10 +129,26 @@ def _resume_dir(run: RunDir) -> str | None:
 
     if not run.storage.is_local:
         return None
+    _set_aside_torn_ray_snapshot(Path(run.path) / "train")
     found = latest(Path(run.path) / "train")
     if found is not None:
         log.info("resuming %s from %s", run.name, found)
     return str(found) if found else None
+
+
+def _set_aside_torn_ray_snapshot(train_dir: Path) -> None:
+    """Ray Train rewrites its checkpoint list in place; a full disk can leave it empty, and Ray
+    then refuses to start the run at all. Our own sealed checkpoints are the record that
+    matters (``latest`` picks the newest whole one), so a torn list is moved aside."""
+    snapshot = train_dir / "checkpoint_manager_snapshot.json"
+    try:
+        json.loads(snapshot.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        aside = snapshot.with_name(f"{snapshot.name}.torn")
+        snapshot.replace(aside)
+        log.warning("Ray Train's checkpoint list %s was cut short (%s); moved to %s", snapshot, exc, aside.name)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ checkpoint whose file was swapped for a pickle is refused, naming the file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 
 import pytest
@@ -34,3 +36,22 @@ def test_a_sealed_checkpoint_with_a_swapped_file_is_refused(tmp_path):
     (ckpt / "engine" / "model_states.pt").write_bytes(pickle.dumps(Boom()))
     with pytest.raises(ValueError, match=r"model_states\.pt: missing or modified since it was written; refusing"):
         verify(ckpt)
+
+
+def test_a_checkpoint_missing_a_ranks_files_is_passed_over_for_the_previous_one(tmp_path):
+    """Ray Train copies each rank's files on its own: a crash (or a full disk) between them
+    leaves rank 0's record without rank 1's files. Resume must pick the older, whole one."""
+    root = tmp_path / "train"
+    for name, step, ranks in (("checkpoint_a", 8, (0, 1)), ("checkpoint_b", 16, (0,))):
+        ckpt = root / name
+        (ckpt / "engine").mkdir(parents=True)
+        for r in ranks:
+            (ckpt / "engine" / f"rank{r}_states.pt").write_bytes(f"rank {r} at {step}".encode())
+            record = "forge_checkpoint.json" if r == 0 else f"forge_files_rank{r}.json"
+            files = {f"engine/rank{r}_states.pt": hashlib.sha256(f"rank {r} at {step}".encode()).hexdigest()}
+            (ckpt / record).write_text(json.dumps({"step": step, "world_size": 2, "files": files}))
+    with pytest.raises(ValueError, match="rank 1's files never arrived"):
+        verify(root / "checkpoint_b")
+    assert latest(root) == root / "checkpoint_a" and verify(root / "checkpoint_a") == 8
+    (root / "checkpoint_a" / "forge_checkpoint.json").write_text('{"step": 8, "wor')  # a record cut short
+    assert latest(root) is None

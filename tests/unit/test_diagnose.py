@@ -38,6 +38,8 @@ class WorkerGroupError(Exception):
     (wrapped(TimeoutError("no answer in 600 s")), "timeout", 1),
     (wrapped(ModuleNotFoundError("No module named 'vllm'")), "dependency", 1),
     (wrapped(DataError("a.jsonl", 7, "truncated JSON")), "data", 2),
+    (wrapped(OSError(28, "No space left on device", "/runs/pre/train/ckpt")), "disk_full", 1),
+    (WorkerGroupError({1: RuntimeError("[Errno 122] Disk quota exceeded")}), "disk_full", 1),
     (ValueError("something else"), "runtime", 1),
 ])
 def test_kinds_and_exit_codes(exc, kind, code):

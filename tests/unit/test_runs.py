@@ -85,7 +85,8 @@ def test_output_dir_appears_only_on_success(storage):
             (d / "weights.bin").write_text("half")
             raise RuntimeError("crash mid-write")
     assert not (storage / "r" / "model").exists()
-    assert [p.name for p in (storage / "r").iterdir() if p.name.startswith(".")] == []
+    leftovers = [p.name for p in (storage / "r").iterdir() if p.name.startswith(".")]
+    assert leftovers == [run.RESERVE]  # only the running run's space reserve, no half output
     with run.local_dir("model") as d:
         (d / "weights.bin").write_text("whole")
     assert (storage / "r" / "model" / "weights.bin").read_text() == "whole"
