@@ -4,7 +4,9 @@
 # count and a custom resource (node1, node2, …) so work can be pinned to a node and a node can
 # be killed on purpose. Ray token authentication stays on.
 #
-#   cluster/local.sh up 2 [--cpus 1]     # head (no CPUs: it schedules) + 2 workers of 1 CPU each
+#   cluster/local.sh up 2 [--cpus 1] [--drivers 2]
+#                                        # head (no CPUs: it schedules; 2 job-driver slots)
+#                                        # + 2 workers of 1 CPU each
 #   cluster/local.sh status
 #   cluster/local.sh kill 1              # kill worker node 1's raylet (chaos)
 #   cluster/local.sh down                # stops this cluster's processes only (not other Ray clusters)
@@ -24,20 +26,25 @@ export PATH="$(cd "$(dirname "$RAY")" && pwd):$PATH"  # job entrypoints run `pyt
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 up() {
-  local n="${1:?how many worker nodes?}" cpus=1
+  local n="${1:?how many worker nodes?}" cpus=1 drivers=2
   shift
-  while [ $# -gt 0 ]; do case "$1" in --cpus) cpus="$2"; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+  while [ $# -gt 0 ]; do case "$1" in
+    --cpus) cpus="$2"; shift 2;;
+    --drivers) drivers="$2"; shift 2;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac; done
   mkdir -p "$STATE"
-  "$RAY" start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=0 --resources='{"head": 1}' \
+  "$RAY" start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=0 --resources="{\"head\": 1, \"forge_driver\": $drivers}" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD" --include-dashboard=true --disable-usage-stats \
-    --ray-client-server-port="$(free_port)" >"$STATE/head.log" 2>&1
+    --ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)" >"$STATE/head.log" 2>&1
+  # (every port chosen free, so another Ray on this machine — a test suite's, say — is no obstacle)
   # the session directory names every process of this cluster: `down` and `kill` touch only those
   basename "$(readlink -f "${RAY_TMPDIR:-/tmp/ray}/session_latest")" >"$STATE/session"
   for i in $(seq 1 "$n"); do
     "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 --num-cpus="$cpus" \
       --resources="{\"node$i\": 1}" --node-manager-port="$(free_port)" --object-manager-port="$(free_port)" \
       --min-worker-port=$((20000 + i * 1000)) --max-worker-port=$((20000 + i * 1000 + 999)) \
-      --disable-usage-stats >"$STATE/node$i.log" 2>&1
+      --dashboard-agent-listen-port="$(free_port)" --disable-usage-stats >"$STATE/node$i.log" 2>&1
   done
   echo "$n" >"$STATE/nodes"
   for _ in $(seq 1 60); do  # wait until every worker raylet has registered with the head
@@ -45,6 +52,7 @@ up() {
     sleep 1
   done
   echo "local cluster: head 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASHBOARD), $n worker node(s) of $cpus CPU"
+  echo "  jobs queue on $drivers driver slots with FORGE_DRIVER_RESOURCES='{\"forge_driver\": 1}'"
 }
 
 session() { cat "$STATE/session" 2>/dev/null || { echo "no local cluster recorded in $STATE" >&2; exit 1; }; }

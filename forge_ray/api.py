@@ -353,6 +353,20 @@ def _jobs_client(address: str | None):
     return JobSubmissionClient(address, headers=_auth_headers())
 
 
+def _driver_resources(explicit: dict | None) -> dict | None:
+    if explicit is not None:
+        return explicit or None
+    raw = os.environ.get("FORGE_DRIVER_RESOURCES", "").strip()
+    try:
+        value = json.loads(raw) if raw else {}
+        if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+            raise ValueError("not a mapping of resource name to amount")
+    except ValueError as exc:
+        raise SpecError([Problem("FORGE_DRIVER_RESOURCES", f"{raw!r} is not valid: {exc}",
+                                 'e.g. FORGE_DRIVER_RESOURCES=\'{"forge_driver": 1}\'')]) from None
+    return value or None
+
+
 def _on_this_machine(address: str) -> bool:
     """A cluster on loopback runs this checkout already. Its nodes also share one session
     directory, where every node's runtime-env agent would unpack (and replace) the same
@@ -363,14 +377,19 @@ def _on_this_machine(address: str) -> bool:
 
 
 def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
-           address: str | None = None, working_dir: str | None = None, runtime_env: dict | None = None) -> JobInfo:
+           address: str | None = None, working_dir: str | None = None, runtime_env: dict | None = None,
+           driver_resources: dict | None = None) -> JobInfo:
     """Validate here, then submit ``forge run`` as a Ray job; the run is recorded as queued.
     ``working_dir`` is shipped to the cluster (default: this checkout, unless the cluster is on
-    loopback; ``""`` ships nothing: the cluster's image has forge-ray installed)."""
+    loopback; ``""`` ships nothing: the cluster's image has forge-ray installed).
+    ``driver_resources`` (default: ``$FORGE_DRIVER_RESOURCES``, JSON) is what each job's driver
+    holds while it runs, e.g. ``{"forge_driver": 1}`` on a head advertising ``forge_driver: 2``:
+    submissions beyond the slots wait as PENDING instead of crowding the head."""
     typed = resolve(spec, overrides)
     pre = validate(typed, storage=storage)
     if not pre.ok:
         raise SpecError([Problem(**e) for e in pre.errors])
+    driver = _driver_resources(driver_resources)
     client = _jobs_client(address)
     store_uri = Storage(storage).uri
     if "://" not in store_uri:
@@ -387,8 +406,15 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
 
     run.create_or_resume(typed.kind, spec_to_yaml(typed), sorted(set(typed.input_runs().values())),
                          status="queued", job_id=job_id)
-    client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=env,
-                      metadata={"forge_run": typed.name, "forge_kind": typed.kind})
+    for attempt in range(30):
+        try:
+            client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=env, entrypoint_resources=driver,
+                              metadata={"forge_run": typed.name, "forge_kind": typed.kind})
+            break
+        except RuntimeError as exc:  # just after a node died the head may briefly have no agent to hand the job to
+            if "No available agent" not in str(exc) or attempt == 29:
+                raise
+            time.sleep(2.0)
     return JobInfo(job_id=job_id, name=typed.name, address=client._address, status="PENDING", entrypoint=entrypoint)
 
 

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Jobs API address, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS)")
     p.add_argument("--working-dir", help="directory shipped to the cluster (default: this checkout, except to a cluster on "
                         "127.0.0.1, which runs it already; '' ships nothing)")
+    p.add_argument("--driver-resources", type=json.loads, metavar="JSON",
+                   help='resources the job\'s driver holds, e.g. \'{"forge_driver": 1}\': jobs queue on the '
+                        "head's driver slots (default: $FORGE_DRIVER_RESOURCES)")
 
     for name, text in (("status", "status of a run or a Ray job"), ("logs", "logs of a run or a Ray job"),
                        ("stop", "stop a Ray job (by job id or run name)")):
@@ -195,7 +198,8 @@ def _cmd_run(args) -> int:
 def _cmd_submit(args) -> int:
     from forge_ray import api
 
-    job = api.submit(args.spec, args.overrides, args.storage, args.address, args.working_dir)
+    job = api.submit(args.spec, args.overrides, args.storage, args.address, args.working_dir,
+                     driver_resources=args.driver_resources)
     if args.json:
         _print_json(job)
     else:

@@ -114,8 +114,12 @@ def copy_tree(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
     """The demo pipeline (`make demo`'s spec) run once through the CLI on the session cluster;
-    its runs (tokenizer … SFT, DPO, reward model) are the inputs of the RL and eval tests."""
+    its runs (tokenizer … SFT, DPO, reward model) are the inputs of the RL and eval tests.
+    While iterating on one module, ``FORGE_TEST_DEMO_RUNS=DIR`` reuses a finished one (a copy)."""
     storage = tmp_path_factory.mktemp("demo-runs")
+    if os.environ.get("FORGE_TEST_DEMO_RUNS"):
+        shutil.copytree(os.environ["FORGE_TEST_DEMO_RUNS"], storage, dirs_exist_ok=True)
+        return storage
     result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage),
                    env={"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}, timeout=2400)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -132,6 +132,22 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def _agreed_checkpoint(train_dir: str | None, rank: int, world: int) -> str | None:
+    """Rank 0 picks the newest whole checkpoint under ``train_dir``; every rank loads that one
+    (ranks looking on their own could see different sets while one is still arriving)."""
+    from forge_ray.train import checkpoint as ckpt
+
+    if not train_dir:
+        return None
+    choice = [None]
+    if rank == 0:
+        found = ckpt.latest(Path(train_dir))
+        choice = [str(found) if found else None]
+    if world > 1:
+        torch.distributed.broadcast_object_list(choice, src=0)
+    return choice[0]
+
+
 def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int) -> dict:
     """Validation metrics over a fixed (unshuffled) slice of the held-out rows, summed over
     ranks: the objective says what to sum (NLL and bytes; correct pairs and margins)."""
@@ -189,22 +205,25 @@ def train_loop_per_worker(job: dict) -> None:
     stream = PackedStream(job["train_files"], rank, world, train["micro_batch_size"], seed=job["seed"])
     objective.byte_table = token_bytes(AutoTokenizer.from_pretrained(job["tokenizer_dir"]))
 
-    # ---- resume: a restarted worker group (Ray Train) or a re-run after a driver crash
-    step = 0
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
+    # ---- resume: a re-run after a driver crash, or a worker group Ray Train restarted. The run's
+    # own newest whole checkpoint comes first: when a node dies, Ray Train may not have
+    # registered the checkpoint its workers had just written, and would restart from step 0.
+    step, state = 0, None
+    agreed = _agreed_checkpoint(job.get("train_dir"), rank, world)
+    if agreed:
+        state = ckpt.load(engine, Path(agreed), rank)
+    elif (restored := ray.train.get_checkpoint()) is not None:
         with restored.as_directory() as d:
             state = ckpt.load(engine, Path(d), rank)
-    elif job.get("resume_dir"):
-        state = ckpt.load(engine, Path(job["resume_dir"]), rank)
-    else:
-        state = None
     if state is not None:
         step = state["step"]
         stream.load_state_dict(state["stream"])
         log.info("rank %d resumed at step %d", rank, step)
 
     run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
+    if run and state is not None:  # the run's own record of every (re)start of its worker group
+        run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker group of "
+                                   f"{world} resumed at step {step} from {agreed or 'the checkpoint Ray Train kept'}")
     writer = MetricsWriter(run, Path(run.path) / "tensorboard" if run.storage.is_local else None) if run else None
     peak = measured_peak_flops(torch.float32)
     tokens_per_step = (train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world

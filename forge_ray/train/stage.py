@@ -66,7 +66,7 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
             "token_ids": {"vocab_size": len(tokenizer), "bos_id": tokenizer.bos_token_id,
                           "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
             "cpus_per_worker": spec.resources.cpus_per_worker, "precision": precision,
-            "flops_per_token": est.flops_per_token, "resume_dir": _resume_dir(run),
+            "flops_per_token": est.flops_per_token, "train_dir": _train_dir_for_resume(run),
             "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
         }
         run.update(estimate=est.to_json(), precision=precision)
@@ -123,17 +123,20 @@ def _val_files(ctx: Context, data_run: str) -> list[str]:
         return dataset_files(str(d))
 
 
-def _resume_dir(run: RunDir) -> str | None:
-    """Newest verified checkpoint of an earlier attempt of this run (driver-crash resume)."""
+def _train_dir_for_resume(run: RunDir) -> str | None:
+    """Where the workers look for this run's newest whole checkpoint whenever they start (a
+    re-run after a driver crash, or a worker group Ray Train restarts): on storage every
+    node mounts. Object stores rely on Ray Train's own record of checkpoints instead."""
     from forge_ray.train.checkpoint import latest
 
     if not run.storage.is_local:
         return None
-    _set_aside_torn_ray_snapshot(Path(run.path) / "train")
-    found = latest(Path(run.path) / "train")
+    train_dir = Path(run.path) / "train"
+    _set_aside_torn_ray_snapshot(train_dir)
+    found = latest(train_dir)
     if found is not None:
         log.info("resuming %s from %s", run.name, found)
-    return str(found) if found else None
+    return str(train_dir)
 
 
 def _set_aside_torn_ray_snapshot(train_dir: Path) -> None:
