@@ -95,6 +95,17 @@ def ray_connected(ray_cluster):
     return ray_cluster
 
 
+def wait_for(predicate, timeout: float = 300, every: float = 2.0):
+    """Poll ``predicate`` until it returns something truthy (returned), or time out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError("condition not met in time")
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

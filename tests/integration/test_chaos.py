@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,13 @@ import yaml
 
 from forge_ray import api
 from forge_ray.train.checkpoint import latest, verify
-from tests.conftest import REPO, VENV_BIN, _free_port, forge, read_json
+from tests.conftest import wait_for, REPO, VENV_BIN, _free_port, forge, read_json
 
 pytestmark = pytest.mark.slow
 LOCAL_SH = str(REPO / "cluster" / "local.sh")
 CHECKPOINT_EVERY = 8
 
 
-def _wait(predicate, timeout=600, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("condition not met in time")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +124,7 @@ def node_lost(cluster, shared, tmp_path_factory):
                             cwd=REPO, env={**cluster["env"], "RAY_ADDRESS": cluster["gcs"]},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: _checkpointed_past(shared / "node-lost", CHECKPOINT_EVERY + 2))
+        wait_for(lambda: _checkpointed_past(shared / "node-lost", CHECKPOINT_EVERY + 2), timeout=600, every=0.5)
         node = _node_running_a_train_worker(cluster["session"])
         killed = subprocess.run(["bash", LOCAL_SH, "kill", str(node)], env=cluster["env"], capture_output=True, text=True)
         assert killed.returncode == 0, killed.stderr
@@ -165,18 +156,18 @@ def test_a_killed_driver_resubmitted_resumes_its_run(cluster, shared, node_lost,
     first = forge(*args, env=submit_env)
     assert first.returncode == 0, first.stderr[-2000:]
     job = json.loads(first.stdout)["job_id"]
-    _wait(lambda: _checkpointed_past(shared / "driver-lost", CHECKPOINT_EVERY + 2))
+    wait_for(lambda: _checkpointed_past(shared / "driver-lost", CHECKPOINT_EVERY + 2), timeout=600, every=0.5)
     drivers = [pid for pid, _, cmd in _processes()
                if cmd.startswith("python -m forge_ray.cli run --spec-json") and '"name":"driver-lost"' in cmd]
     assert len(drivers) == 1, drivers
     os.kill(drivers[0], signal.SIGKILL)
     client = api._jobs_client(cluster["dashboard"])
-    _wait(lambda: str(client.get_job_status(job).value) == "FAILED", timeout=120)
+    wait_for(lambda: str(client.get_job_status(job).value) == "FAILED", timeout=120)
 
     second = forge(*args, env=submit_env)  # the same spec again: the same run, resumed
     assert second.returncode == 0, second.stderr[-2000:]
     job2 = json.loads(second.stdout)["job_id"]
-    final = _wait(lambda: (s := str(client.get_job_status(job2).value)) in ("SUCCEEDED", "FAILED") and s, timeout=900)
+    final = wait_for(lambda: (s := str(client.get_job_status(job2).value)) in ("SUCCEEDED", "FAILED") and s, timeout=900)
     assert final == "SUCCEEDED", client.get_job_logs(job2)[-3000:]
     run = shared / "driver-lost"
     manifest = read_json(run / "manifest.json")
@@ -261,7 +252,7 @@ def test_twenty_concurrent_submissions_queue_on_driver_slots_and_all_finish(clus
         ever_pending |= "PENDING" in states
         return all(s in ("SUCCEEDED", "FAILED", "STOPPED") for s in states) and states
 
-    states = _wait(all_done, timeout=900, every=1.0)
+    states = wait_for(all_done, timeout=900, every=1.0)
     assert states.count("SUCCEEDED") == 20, [client.get_job_logs(j)[-500:] for j, s in zip(jobs, states)
                                              if s != "SUCCEEDED"]
     assert ever_pending and most_running <= 2  # two driver slots on the head: the rest waited their turn

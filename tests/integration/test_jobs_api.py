@@ -7,19 +7,11 @@ import time
 
 import pytest
 
-from tests.conftest import forge, read_json
+from tests.conftest import wait_for, forge, read_json
 
 pytestmark = pytest.mark.slow
 
 
-def _wait(predicate, timeout=300, every=2.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("condition not met in time")
 
 
 def test_submit_runs_the_spec_as_a_ray_job(ray_cluster, demo_data, tmp_path):
@@ -38,7 +30,7 @@ def test_submit_runs_the_spec_as_a_ray_job(ray_cluster, demo_data, tmp_path):
         info = json.loads(forge("status", job["job_id"], "--address", address, "--json").stdout)
         return info if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
 
-    final = _wait(job_done)
+    final = wait_for(job_done)
     logs = forge("logs", job["job_id"], "--address", address).stdout
     assert final["status"] == "SUCCEEDED", logs[-3000:]
     manifest = read_json(storage / "submitted-tok" / "manifest.json")
@@ -55,10 +47,10 @@ def test_stop_a_running_job(ray_cluster, tmp_path):
 
     client = _jobs_client(ray_cluster["dashboard"])
     job_id = client.submit_job(entrypoint="python -c 'import time; time.sleep(600)'")
-    _wait(lambda: str(client.get_job_status(job_id).value) == "RUNNING", timeout=120, every=1)
+    wait_for(lambda: str(client.get_job_status(job_id).value) == "RUNNING", timeout=120, every=1)
     result = forge("stop", job_id, "--address", ray_cluster["dashboard"], "--json")
     assert result.returncode == 0, result.stderr
-    _wait(lambda: str(client.get_job_status(job_id).value) == "STOPPED", timeout=60, every=1)
+    wait_for(lambda: str(client.get_job_status(job_id).value) == "STOPPED", timeout=60, every=1)
 
 
 def test_unreachable_cluster_is_a_clear_failure(tmp_path, demo_data):
