@@ -34,6 +34,7 @@ RUNNERS: dict[str, str] = {
     "reward_model": "forge_ray.train.stage:run",
     "rl": "forge_ray.rl.stage:run",
     "eval": "forge_ray.eval.stage:run",
+    "vlm": "forge_ray.vlm.stage:run",
     "sweep": "forge_ray.tune.stage:run",
     "pipeline": "forge_ray.pipeline:run",
 }

@@ -308,6 +308,9 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+    from forge_ray.demo.images import write_demo_images
+
+    images = write_demo_images(out / "vlm", seed=seed)  # image+text rows for the vision-language stage
     return {"dir": str(out), "seed": seed, "docs": sum(r.startswith("docs/") for r in files), "sft": len(sft),
-            "prefs": len(prefs), "rl_prompts": len(rl), "eval": len(evals),
+            "prefs": len(prefs), "rl_prompts": len(rl), "eval": len(evals), "vlm_images": images["train_images"],
             "bytes": sum(len(t.encode()) for t in files.values())}

@@ -16,6 +16,7 @@ from forge_ray.spec.base import _NAME, StageSpec  # noqa: F401 - re-exported
 from forge_ray.spec.rl_eval import ColocateSpec, EvalStage, RLStage, RolloutSpec, TaskSpec  # noqa: F401
 from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceSpec, TrainSpec
 from forge_ray.spec.typed import opt
+from forge_ray.spec.vlm import VisionSpec, VLMStage  # noqa: F401 - re-exported
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -288,5 +289,5 @@ class PipelineStage(StageSpec):
 STAGES: dict[str, type[StageSpec]] = {
     cls.KIND: cls
     for cls in (TokenizerStage, DataStage, PretrainStage, SftStage, DpoStage, RewardModelStage, RLStage,
-                EvalStage, SweepStage, PipelineStage)
+                EvalStage, VLMStage, SweepStage, PipelineStage)
 }

@@ -57,7 +57,7 @@ def gather_state(engine, objective, zero3: bool, rank: int) -> dict[str, torch.T
 
 
 def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Path, out: Path,
-                 model_class=None) -> None:
+                 model_class=None, extra_files: dict[str, dict] | None = None) -> None:
     """Write weights (safetensors), config and tokenizer. ``model_class`` is the trained
     ``transformers`` class (a causal LM, or ``…ForSequenceClassification`` for a reward model);
     it is built on the meta device so no second full copy of the weights is allocated."""
@@ -78,9 +78,12 @@ def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Pa
     end_id = tok.convert_tokens_to_ids("<|end|>") if "<|end|>" in tok.get_vocab() else None
     if end_id is not None and getattr(model, "generation_config", None) is not None:  # not on a reward model
         # a chat turn ends with <|end|>: say so, so HF generate, vLLM and `forge serve` stop there
-        model.generation_config.eos_token_id = [i for i in (config.eos_token_id, end_id) if i is not None]
+        eos = getattr(config, "eos_token_id", None) or getattr(getattr(config, "text_config", None), "eos_token_id", None)
+        model.generation_config.eos_token_id = [i for i in (eos, end_id) if i is not None]
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+    for name, content in (extra_files or {}).items():  # e.g. a VLM's image-processor config
+        (out / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
 def checkpoints(run) -> list[tuple[int, str]]:

@@ -47,7 +47,12 @@ def lr_lambda(optim: dict, max_steps: int):
 def build_model(job: dict):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    if job["spec"]["kind"] == "reward_model":  # backbone + a freshly initialised scalar head
+    if job.get("vlm"):  # image+text: a LLaVA-layout model around a language model
+        from forge_ray.vlm.model import build_vlm, freeze
+
+        model = build_vlm(job)
+        freeze(model, job["vlm"]["freeze"])
+    elif job["spec"]["kind"] == "reward_model":  # backbone + a freshly initialised scalar head
         torch.manual_seed(job["seed"])
         model = AutoModelForSequenceClassification.from_pretrained(
             job["init_model_dir"], num_labels=1, pad_token_id=job["token_ids"]["pad_id"], use_safetensors=True,
@@ -90,6 +95,10 @@ def build_objective(job: dict, model):
         from forge_ray.train.preference import RewardObjective
 
         return RewardObjective(model, pad_id)
+    if job.get("vlm"):
+        from forge_ray.vlm.objective import VLMObjective
+
+        return VLMObjective(model)
     from forge_ray.train.objectives import CausalLMObjective
 
     arch = job.get("arch") or {}
@@ -110,7 +119,12 @@ def _optimizer(model, optim: dict, offload: bool):
 
 
 def _to_tensors(batch: dict, keys: tuple[str, ...]) -> dict:
-    return {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long) for k in keys}
+    """Token columns as int64; float columns (an image's pixels) as float32."""
+    out = {}
+    for k in keys:
+        arr = np.asarray(batch[k])
+        out[k] = torch.as_tensor(arr, dtype=torch.float32 if arr.dtype.kind == "f" else torch.long)
+    return out
 
 
 def _grad_norm(engine, objective) -> float | None:
@@ -302,7 +316,12 @@ def _write_hf(engine, objective, job: dict, rank: int, out: Path) -> dict | None
         return None
     state = hf_state_dict(state, job["spec"].get("lora"))
     base = _base_model(objective.model)
-    write_hf_dir(state, base.config, job["tokenizer_dir"], out, type(base))
+    extra = None
+    if job.get("vlm"):
+        from forge_ray.vlm.model import processor_files
+
+        extra = processor_files(job["vlm"])
+    write_hf_dir(state, base.config, job["tokenizer_dir"], out, type(base), extra_files=extra)
     return state
 
 
@@ -321,10 +340,14 @@ def _write_probe(model, job: dict, run) -> None:
     batch = next(iter(PackedStream(job["train_files"], 0, 1, 2, seed=0, shuffle=False)))
     input_ids = torch.as_tensor(np.asarray(batch["input_ids" if "input_ids" in batch else "chosen_ids"]),
                                 dtype=torch.long)
+    inputs = {"input_ids": input_ids}
+    if "pixel_values" in batch:  # a VLM: the same pixels the export will be given
+        size = model.config.vision_config.image_size
+        inputs["pixel_values"] = torch.as_tensor(np.asarray(batch["pixel_values"]), dtype=torch.float32).view(-1, 3, size, size)
     model.eval()
     with torch.no_grad():
-        logits = model(input_ids=input_ids).logits.float()
-    run.write_bytes("export_probe.safetensors", safetensors.torch.save({"input_ids": input_ids, "logits": logits}))
+        logits = model(**inputs).logits.float()
+    run.write_bytes("export_probe.safetensors", safetensors.torch.save({**inputs, "logits": logits}))
 
 
 def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None:

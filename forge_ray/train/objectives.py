@@ -76,8 +76,11 @@ class CausalLMObjective(nn.Module):
 
     batch_keys = ("input_ids", "segment_ids", "position_ids", "loss_mask")
 
-    def forward(self, input_ids, segment_ids, position_ids, loss_mask, reduction: str = "mean"):
-        logits, out = causal_logits(self.model, input_ids, segment_ids, position_ids, self.is_moe)
+    def logits(self, input_ids, segment_ids, position_ids, **inputs):
+        return causal_logits(self.model, input_ids, segment_ids, position_ids, self.is_moe)
+
+    def forward(self, input_ids, segment_ids, position_ids, loss_mask, reduction: str = "mean", **inputs):
+        logits, out = self.logits(input_ids, segment_ids, position_ids, **inputs)
         valid = target_mask(loss_mask, segment_ids)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1),
                               reduction="none").view_as(valid) * valid

@@ -1,0 +1,1 @@
+"""Vision-language models: LLaVA layout, image+text data, the `vlm` stage."""
