@@ -140,8 +140,9 @@ class RunDir:
         target = self.file(rel)
         self.fs.create_dir(self.path, recursive=True)
         if self.storage.is_local:
-            with open(target, "a", encoding="utf-8") as f:
-                f.write(text.rstrip("\n") + "\n")
+            with open(target, "ab+") as f:
+                _drop_torn_tail(f)
+                f.write((text.rstrip("\n") + "\n").encode("utf-8"))
         else:  # object stores cannot append: rewrite (metrics files stay small)
             old = self.read_text(rel) if self.exists(rel) else ""
             self.write_text(rel, old + text.rstrip("\n") + "\n")
@@ -257,9 +258,30 @@ class RunDir:
         self.append_line("metrics.jsonl", json.dumps({"step": step, **metrics, "time": now()}))
 
     def metrics(self) -> list[dict]:
+        """Every metrics record; a last line cut short (a crash, a full disk) is not one."""
         if not self.exists("metrics.jsonl"):
             return []
-        return [json.loads(line) for line in self.read_text("metrics.jsonl").splitlines() if line.strip()]
+        rows = []
+        for line in self.read_text("metrics.jsonl").splitlines():
+            if line.strip():
+                with contextlib.suppress(ValueError):
+                    rows.append(json.loads(line))
+        return rows
+
+
+def _drop_torn_tail(f) -> None:
+    """Before appending to a line-per-record file: if a crash or a full disk left its last line
+    without its newline, cut that fragment off, so the next record is not glued onto it."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    if not size:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    f.truncate(f.read().rfind(b"\n") + 1)
+    f.seek(0, os.SEEK_END)
 
 
 def _sha(text: str) -> str:

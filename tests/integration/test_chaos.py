@@ -209,26 +209,29 @@ def test_a_full_disk_fails_clearly_and_the_rerun_resumes_from_the_last_whole_che
     env = {"RAY_ADDRESS": cluster["gcs"]}
 
     failed = forge("run", spec, "--storage", str(volume), env={**cluster["env"], **env}, timeout=900)
-    assert failed.returncode == 1
-    assert "forge run failed (disk_full)" in failed.stderr and "No space left on device" in failed.stderr
+    tail = failed.stdout[-1500:] + failed.stderr[-3000:]
+    assert failed.returncode == 1, tail
+    assert "forge run failed (disk_full)" in failed.stderr and "No space left on device" in failed.stderr, tail
     run = volume / "disk-full"
     manifest = read_json(run / "manifest.json")  # the failure is recorded although the disk is full
-    assert manifest["status"] == "failed" and manifest["error"]["kind"] == "disk_full"
+    assert manifest["status"] == "failed" and manifest["error"]["kind"] == "disk_full", manifest
     assert str(run) in manifest["error"]["message"] and "--storage" in manifest["error"]["hint"]
-    whole = latest(run / "train")
-    assert whole is not None and verify(whole) == CHECKPOINT_EVERY
-    for other in (run / "train").glob("checkpoint_2*"):  # anything newer was cut short: never a candidate
-        if other != whole:
-            with pytest.raises(ValueError):
-                verify(other)
+    whole = latest(run / "train")  # where the disk filled decides which checkpoint was the last whole one
+    assert whole is not None, list((run / "train").iterdir())
+    whole_step = verify(whole)
+    assert whole_step % CHECKPOINT_EVERY == 0 and whole_step < 32
+    for other in (run / "train").glob("checkpoint_2*"):  # nothing newer is whole: never a resume candidate
+        try:
+            assert verify(other) <= whole_step
+        except ValueError:
+            pass  # cut short by the full disk, and refused
 
     small_volume(int(inputs_mb + 4 * checkpoint_mb + 8))  # space freed: the same command again
     resumed = forge("run", spec, "--storage", str(volume), env={**cluster["env"], **env}, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_json(run / "manifest.json")["attempts"] == 2
-    logged = steps(run)
-    assert logged.count(CHECKPOINT_EVERY + 1) == 2 and logged.count(CHECKPOINT_EVERY) == 1  # resumed at step 8
-    assert curve(run) == curve(node_lost["dir"])
+    assert f"resuming disk-full from {whole}" in (run / "run.log").read_text()
+    assert set(steps(run)) == set(range(33)) and curve(run) == curve(node_lost["dir"])
 
 
 def test_twenty_concurrent_submissions_queue_on_driver_slots_and_all_finish(cluster, demo_data, tmp_path):

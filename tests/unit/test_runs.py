@@ -98,3 +98,16 @@ def test_a_pipeline_may_change_its_stage_list_and_keeps_the_old_spec(storage):
     m = run.create_or_resume("pipeline", "kind: pipeline\nstages: [a, b]\n", [])
     assert m["spec_changed_at"] and (storage / "p" / "spec.yaml").read_text().endswith("[a, b]\n")
     assert (storage / "p" / "spec.1.yaml").read_text().endswith("[a]\n")
+
+
+def test_a_metrics_line_cut_short_is_dropped_not_glued_to_the_next(storage):
+    """A full disk can stop an append mid-line; the resumed run must not glue its next record
+    onto the fragment (one garbled line, a lost record), and readers must not choke on it."""
+    run = Storage(str(storage)).run("r")
+    run.create_or_resume("pretrain", SPEC_A, [])
+    run.append_line("metrics.jsonl", '{"step": 1, "loss": 2.5}')
+    with open(run.file("metrics.jsonl"), "a") as f:
+        f.write('{"step": 2, "lo')  # the disk filled here
+    assert [m["step"] for m in run.metrics()] == [1]
+    run.append_line("metrics.jsonl", '{"step": 2, "loss": 2.25}')
+    assert run.metrics() == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.25}]
