@@ -19,13 +19,19 @@ class VisionSpec:
     image_size: int | None = opt(None, "input resolution in pixels (images are resized to it)", ge=8)
     patch_size: int | None = opt(None, "patch side in pixels; image tokens = (image_size / patch_size)²", ge=2)
 
-    def check(self):
+    def resolve(self):
+        """The preset's :class:`~forge_ray.vlm.presets.VisionArch` with the overridden fields."""
+        from dataclasses import replace
+
         from forge_ray.vlm.presets import VISION_PRESETS
 
         base = VISION_PRESETS[self.preset]
-        size, patch = self.image_size or base.image_size, self.patch_size or base.patch_size
-        if size % patch:
-            yield "patch_size", f"image_size={size} is not a multiple of patch_size={patch}", ""
+        return replace(base, image_size=self.image_size or base.image_size, patch_size=self.patch_size or base.patch_size)
+
+    def check(self):
+        arch = self.resolve()
+        if arch.image_size % arch.patch_size:
+            yield "patch_size", f"image_size={arch.image_size} is not a multiple of patch_size={arch.patch_size}", ""
 
 
 @dataclass(kw_only=True)
@@ -59,10 +65,7 @@ class VLMStage(StageSpec):
             yield "data", "needs at least one JSONL file of image rows", ""
         if len(set(self.freeze)) == 3:
             yield "freeze", "freezes every part: nothing would train", "leave at least one part out"
-        from forge_ray.vlm.presets import VISION_PRESETS
-
-        base = VISION_PRESETS[self.vision.preset]
-        tokens = ((self.vision.image_size or base.image_size) // (self.vision.patch_size or base.patch_size)) ** 2
+        tokens = self.vision.resolve().n_image_tokens
         if self.train.seq_len < tokens + 4:
             yield "train.seq_len", f"{self.train.seq_len} cannot hold {tokens} image tokens and any text", \
                 f"at least {tokens + 4}; image tokens are never truncated"

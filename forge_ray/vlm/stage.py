@@ -17,16 +17,10 @@ from pathlib import Path
 
 from forge_ray.runner import Context, StageResult, input_dir
 from forge_ray.runs import RunDir
-from forge_ray.spec.vlm import VisionSpec, VLMStage
-from forge_ray.vlm.presets import IMAGE_TOKEN, VISION_PRESETS, VisionArch
+from forge_ray.spec.vlm import VLMStage
+from forge_ray.vlm.presets import IMAGE_TOKEN, VisionArch
 
 log = logging.getLogger("forge_ray.vlm")
-
-
-def resolve_vision(spec: VisionSpec) -> VisionArch:
-    base = VISION_PRESETS[spec.preset]
-    return VisionArch(**{**asdict(base), **{k: v for k, v in (("image_size", spec.image_size),
-                                                               ("patch_size", spec.patch_size)) if v}})
 
 
 def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
@@ -39,7 +33,7 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.vlm.data import prepare
 
     ctx.ensure_ray()
-    vision = resolve_vision(spec.vision)
+    vision = spec.vision.resolve()
     with contextlib.ExitStack() as stack:
         tok_src = stack.enter_context(input_dir(ctx, spec.tokenizer, "tokenizer"))
         tok_dir = _tokenizer_with_image_token(Path(tok_src), run)
