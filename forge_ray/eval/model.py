@@ -64,9 +64,8 @@ class EvalModel:
         out: list[list[int]] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start:start + self.batch_size]
-            width = max(len(p) for p in batch)
-            ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in batch])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+            ids, mask = left_pad(batch, self.pad_id)
+            width = ids.shape[1]
             with torch.no_grad():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           do_sample=False, eos_token_id=self.end_ids, pad_token_id=self.pad_id)
@@ -113,3 +112,12 @@ class EvalModel:
                 tokens += len(target)
         return {"bits_per_byte": nll / math.log(2) / max(n_bytes, 1), "perplexity": math.exp(nll / max(tokens, 1)),
                 "tokens": tokens, "bytes": n_bytes}
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) with every prompt ending at the last column, where
+    generation starts."""
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask

@@ -106,6 +106,7 @@ def answer_questions(model_dir: Path, path: str, vision: VisionArch, run: RunDir
     import torch
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
+    from forge_ray.eval.model import left_pad
     from forge_ray.vlm.data import chat_prompt, load_image
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -119,9 +120,8 @@ def answer_questions(model_dir: Path, path: str, vision: VisionArch, run: RunDir
         chunk = rows[start:start + batch_size]
         prompts = [[tok.bos_token_id] + [image_id] * vision.n_image_tokens + chat_prompt(tok, r["question"])
                    for r in chunk]
-        width = max(map(len, prompts))  # left-pad: every prompt ends where generation starts
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids, mask = left_pad(prompts, tok.pad_token_id)
+        width = ids.shape[1]
         pixels = torch.stack([torch.from_numpy(load_image(r["image"], root, vision.image_size)) for r in chunk])
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=8,
