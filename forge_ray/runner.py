@@ -63,7 +63,7 @@ class Context:
     def ensure_ray(self) -> None:
         """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray, once per process."""
         address = self.address or os.environ.get("RAY_ADDRESS")
-        if address:
+        if address and address != "local":  # "local" starts a Ray of our own, as no address does
             use_token_auth_if_available()  # before `import ray`: Ray reads the auth mode at import
         import ray
 

@@ -85,13 +85,18 @@ class RLController:
 
     # ------------------------------------------------------------------ rollouts
 
-    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float) -> list[list[list[int]]]:
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float,
+                 seed: int | None = None) -> list[list[list[int]]]:
         """Spread prompts over the engines (all generating at once); ``n`` responses per
-        prompt, in order, each cut at the first stop string."""
+        prompt, in order, each cut at the first stop string. ``seed`` fixes every sample
+        (each prompt of each engine gets its own seed), so a rerun of the same spec draws
+        the same rollouts however the engine batches them."""
         engines = self.roles.engines
         chunks = [prompt_ids[i::len(engines)] for i in range(len(engines))]
-        refs = [self._submit(i, c, n, temperature) if c else None for i, c in enumerate(chunks)]
-        parts = [self._collect(i, ref, chunks[i], n, temperature) if ref else [] for i, ref in enumerate(refs)]
+        seeds = [None if seed is None else seed + i * 100_003 for i in range(len(engines))]
+        refs = [self._submit(i, c, n, temperature, seeds[i]) if c else None for i, c in enumerate(chunks)]
+        parts = [self._collect(i, ref, chunks[i], n, temperature, seeds[i]) if ref else []
+                 for i, ref in enumerate(refs)]
         out: list = [None] * len(prompt_ids)
         for e_index, part in enumerate(parts):
             for j, samples in enumerate(part):
@@ -103,13 +108,14 @@ class RLController:
             out = [[cut_at_stop(s, stop, text) for s in samples] for samples in out]
         return out
 
-    def _submit(self, index: int, prompts: list[list[int]], n: int, temperature: float):
+    def _submit(self, index: int, prompts: list[list[int]], n: int, temperature: float, seed: int | None):
         r = self.spec.rollout
         return self.roles.engines[index].generate.remote(prompts, max_tokens=r.max_new_tokens, temperature=temperature,
                                                          top_p=r.top_p, n=n, stop_token_ids=self.end_ids,
-                                                         stop=r.stop or None)
+                                                         stop=r.stop or None, seed=seed)
 
-    def _collect(self, index: int, ref, prompts: list[list[int]], n: int, temperature: float, retries: int = 2):
+    def _collect(self, index: int, ref, prompts: list[list[int]], n: int, temperature: float, seed: int | None,
+                 retries: int = 2):
         """The result of engine ``index``; an engine that died is replaced, brought to the
         current weights, and asked again."""
         for attempt in range(retries + 1):
@@ -123,7 +129,7 @@ class RLController:
                 self.weight_group_open = False  # a new member: every engine rejoins a fresh group
                 self.sync_weights()
                 self.engine_restarts += 1
-                ref = self._submit(index, prompts, n, temperature)
+                ref = self._submit(index, prompts, n, temperature, seed)
         raise AssertionError("unreachable")
 
     def decode(self, response: list[int]) -> str:
@@ -140,7 +146,8 @@ class RLController:
         _maybe_kill_engine(self.roles.engines, self.state.step + 1)
         rows = self.next_prompts()
         prompt_ids = self.prompt_ids(rows)
-        samples = self.generate(prompt_ids, spec.rollout.n_samples, spec.rollout.temperature)
+        step_seed = (spec.seed * 1_000_003 + self.state.step) * 10_007
+        samples = self.generate(prompt_ids, spec.rollout.n_samples, spec.rollout.temperature, step_seed)
         t_gen = time.perf_counter() - t0
         flat_rows = [row for row, s in zip(rows, samples) for _ in s]
         flat_prompts = [p for p, s in zip(prompt_ids, samples) for _ in s]

@@ -23,10 +23,12 @@ class HFEngine:
 
     def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
-                 stop: list[str] | None = None) -> list[list[list[int]]]:
+                 stop: list[str] | None = None, seed: int | None = None) -> list[list[list[int]]]:
         """Token ids of ``n`` completions per prompt, each cut after its first stop token
         (``stop_token_ids=None``: the eos token; ``[]``: never stop early) or after the token
-        that completes a ``stop`` string."""
+        that completes a ``stop`` string. ``seed`` restarts the sampler (reproducible calls)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
         stops = [self.eos_id] if stop_token_ids is None else list(stop_token_ids)
         done = self._stop_check(stop)
         out: list[list[list[int]]] = []

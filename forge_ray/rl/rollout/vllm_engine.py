@@ -85,15 +85,21 @@ class VLLMRollout:
 
     def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
-                 stop: list[str] | None = None) -> list[list[list[int]]]:
+                 stop: list[str] | None = None, seed: int | None = None) -> list[list[list[int]]]:
         """Token ids of ``n`` completions per prompt (ending with the token that completed a
-        stop string, if one did: the caller cuts with :func:`~forge_ray.rl.rollout.cut_at_stop`)."""
+        stop string, if one did: the caller cuts with :func:`~forge_ray.rl.rollout.cut_at_stop`).
+        ``seed``: prompt i samples with seed ``seed + i·n`` (vLLM gives its j-th sample
+        ``+ j``), so the draws do not depend on how the engine batches requests."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
-                                stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [],
-                                stop=stop or None, include_stop_str_in_output=True)
+        def params(i: int) -> SamplingParams:
+            return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
+                                  stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [],
+                                  stop=stop or None, include_stop_str_in_output=True,
+                                  seed=None if seed is None else seed + i * n)
+
+        params = [params(i) for i in range(len(prompt_token_ids))]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_token_ids], params,
                                     use_tqdm=False)
         return [[list(c.token_ids) for c in out.outputs] for out in outputs]
