@@ -5,8 +5,12 @@ Both paths run the same objective (``CausalLMObjective``: document-confined atte
 masked next-token loss) with AdamW; tokens/s is the median over steps after warm-up, so
 start-up (Ray, worker processes, DeepSpeed init) is excluded from both.
 
+The plain loop is ``bench/mfu.py``'s (the same capability switches: bf16 autocast, the
+attention kernel ``auto`` picks); on a GPU the ratio is the cost of Ray Train, DeepSpeed's
+engine (bf16 master weights) and the streamed data over the bare device loop.
+
 CPU:      python bench/train_overhead.py [--preset small] [--steps 30]
-One GPU:  python bench/train_overhead.py --preset 125m --gpu
+One GPU:  python bench/train_overhead.py --preset 1b --gpu --seq-len 2048 --batch 8 --workers 1 --copies 4
 Cluster:  RAY_ADDRESS=HEAD:6379 python bench/train_overhead.py --preset 1b --gpu --workers 8
 """
 
@@ -23,48 +27,46 @@ from pathlib import Path
 
 
 def plain_loop(files, tok_dir, args) -> float:
+    """Tokens/s of the same model, objective and batches in one process (the baseline)."""
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from forge_ray.data.stream import PackedStream
-    from forge_ray.models.registry import hf_config, resolve
-    from forge_ray.spec.sections import ModelSpec
-    from forge_ray.train.objectives import CausalLMObjective
+    from forge_ray.train import capabilities
+    from mfu import build, timed_steps  # bench/mfu.py: the device-level loop
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(hf_config(resolve(ModelSpec(preset=args.preset)), len(tok),
-                                                       tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
-    objective = CausalLMObjective(model)
-    opt = torch.optim.AdamW(objective.parameters(), lr=1e-3)
-    times = []
-    for batch in itertools.islice(iter(PackedStream(files, batch_size=args.batch, seed=0)), args.steps):
-        t = time.perf_counter()
-        b = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long)
-             for k in ("input_ids", "segment_ids", "position_ids", "loss_mask")}
-        loss = objective(**b)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
+    caps = capabilities.detect()
+    _, objective, optimizer = build(args.preset, len(tok), args.seq_len, caps)
+    keys = ("input_ids", "segment_ids", "position_ids", "loss_mask")
+    batches = [{k: torch.as_tensor(np.asarray(b[k]), dtype=torch.long) for k in keys}
+               for b in itertools.islice(iter(PackedStream(files, batch_size=args.batch, seed=0)), args.steps)]
+    times = timed_steps(objective, optimizer, batches, caps, len(batches))
+    del objective, optimizer
+    if caps.device == "cuda":
+        torch.cuda.empty_cache()  # the trainer's worker needs the device next
     return args.batch * args.seq_len / statistics.median(times[args.warmup:])
 
 
-def forge_run(storage: Path, workers: int, args) -> float:
+def forge_run(storage: Path, workers: int, args) -> dict:
+    """Median tokens/s and MFU of ``forge`` pre-training (Ray Train + DeepSpeed) on the same data."""
     from forge_ray import api
 
     name = f"bench-{workers}w"
+    gpus = 1 if args.gpu else 0
     api.run({"kind": "pretrain", "name": name, "tokenizer": "tok", "dataset": "corpus", "model": {"preset": args.preset},
-             "optim": {"lr": 1e-3, "warmup_steps": 0},
+             "optim": {"lr": 1e-4 if args.gpu else 1e-3, "warmup_steps": 0},
              "train": {"max_steps": args.steps, "micro_batch_size": args.batch // workers, "seq_len": args.seq_len,
                        "eval_every": 0, "checkpoint_every": 0},
-             "resources": {"num_workers": workers, "cpus_per_worker": args.threads / workers}},
+             "resources": {"num_workers": workers, "cpus_per_worker": args.threads / workers,
+                           "gpus_per_worker": gpus}},
             storage=str(storage), show_progress=False)
     rows = [json.loads(line) for line in (storage / name / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["tokens_per_s"] for r in rows[args.warmup:])
+    rows = [r for r in rows if "tokens_per_s" in r][args.warmup:]
+    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+            "mfu": statistics.median(r["mfu"] for r in rows)}
 
 
 def main() -> None:
@@ -75,6 +77,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="global batch (sequences per step)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the whole run (both paths)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (bf16, the CUDA switches)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run forge with")
+    p.add_argument("--copies", type=int, default=1, help="repeat the demo documents (more tokens to pack)")
     args = p.parse_args()
 
     import ray
@@ -86,20 +91,29 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="forge-bench-"))
     try:
         write_demo_data(work / "demo", seed=0)
+        docs = work / "demo" / "docs"
+        for i in range(1, args.copies):  # more text for long sequences × many steps
+            shutil.copytree(work / "demo" / "docs", work / "more" / f"copy{i}")
         ray.init(logging_level="ERROR")
         storage = work / "runs"
         api.run({"kind": "tokenizer", "name": "tok", "vocab_size": 2048,
-                 "sources": [{"path": str(work / "demo" / "docs")}]}, storage=str(storage), show_progress=False)
-        api.run({"kind": "data", "name": "corpus", "tokenizer": "tok", "seq_len": args.seq_len,
-                 "sources": [{"path": str(work / "demo" / "docs")}]}, storage=str(storage), show_progress=False)
+                 "sources": [{"path": str(docs)}]}, storage=str(storage), show_progress=False)
+        sources = [{"path": str(docs)}] + ([{"path": str(work / "more")}] if args.copies > 1 else [])
+        api.run({"kind": "data", "name": "corpus", "tokenizer": "tok", "seq_len": args.seq_len, "clean": {"exact_dedup": False, "near_dedup": False},
+                 "sources": sources}, storage=str(storage), show_progress=False)
         files = dataset_files(str(storage / "corpus" / "dataset"))
+        t = time.perf_counter()
         base = plain_loop(files, storage / "tok" / "tokenizer", args)
-        one = forge_run(storage, 1, args)
-        two = forge_run(storage, 2, args)
-        print(f"model preset {args.preset!r}, batch {args.batch} x {args.seq_len} tokens, {args.threads} CPU threads")
+        results = {w: forge_run(storage, w, args) for w in args.workers}
+        device = "1 GPU per worker" if args.gpu else f"{args.threads} CPU threads"
+        print(f"model preset {args.preset!r}, batch {args.batch} x {args.seq_len} tokens, {device}")
         print(f"plain single-process torch loop : {base:10,.0f} tokens/s")
-        print(f"forge-ray, 1 worker (DeepSpeed) : {one:10,.0f} tokens/s   ratio {one / base:.2f}x")
-        print(f"forge-ray, 2 workers            : {two:10,.0f} tokens/s   scaling 1->2 workers {two / one:.2f}x")
+        for w, r in results.items():
+            print(f"forge-ray, {w} worker(s) (DeepSpeed): {r['tokens_per_s']:10,.0f} tokens/s   "
+                  f"ratio {r['tokens_per_s'] / base:.3f}x   MFU {r['mfu']:.1%}")
+        print(json.dumps({"bench": "train_overhead", "preset": args.preset, "seq_len": args.seq_len,
+                          "batch": args.batch, "gpu": args.gpu, "plain_tokens_per_s": base,
+                          "forge": {str(w): r for w, r in results.items()}, "wall_s": time.perf_counter() - t}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

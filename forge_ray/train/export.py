@@ -53,7 +53,7 @@ def gather_state(engine, objective, zero3: bool, rank: int) -> dict[str, torch.T
     if zero3:
         state = engine._zero3_consolidated_16bit_state_dict()
         return state if rank == 0 else None
-    return {k: v.detach() for k, v in objective.state_dict().items()} if rank == 0 else None
+    return {k: v.detach().cpu() for k, v in objective.state_dict().items()} if rank == 0 else None
 
 
 def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Path, out: Path,

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forge_ray.train.capabilities import to_device
+
 log = logging.getLogger("forge_ray.train")
 
 
@@ -118,15 +120,6 @@ def _optimizer(model, optim: dict, offload: bool):
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def _to_tensors(batch: dict, keys: tuple[str, ...]) -> dict:
-    """Token columns as int64; float columns (an image's pixels) as float32."""
-    out = {}
-    for k in keys:
-        arr = np.asarray(batch[k])
-        out[k] = torch.as_tensor(arr, dtype=torch.float32 if arr.dtype.kind == "f" else torch.long)
-    return out
-
-
 def _grad_norm(engine, objective) -> float | None:
     """Global gradient norm before clipping: DeepSpeed's when it tracks one (ZeRO ≥ 1),
     else from the (already averaged) full gradients of ZeRO-0."""
@@ -140,7 +133,8 @@ def _grad_norm(engine, objective) -> float | None:
 def _all_reduce(values: list[float]) -> list[float]:
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
+    on_gpu = dist.is_initialized() and dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if on_gpu else "cpu")
     if dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
@@ -162,7 +156,8 @@ def _agreed_checkpoint(train_dir: str | None, rank: int, world: int) -> str | No
     return choice[0]
 
 
-def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int) -> dict:
+def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_size: int, n_batches: int,
+             pin: bool = False) -> dict:
     """Validation metrics over a fixed (unshuffled) slice of the held-out rows, summed over
     ranks: the objective says what to sum (NLL and bytes; correct pairs and margins)."""
     from forge_ray.data.stream import PackedStream
@@ -177,7 +172,7 @@ def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_s
     engine.eval()
     with torch.no_grad():
         for batch in itertools.islice(iter(stream), min(n_batches, stream.batches_per_epoch)):
-            b = _to_tensors(batch, objective.batch_keys)
+            b = to_device(batch, objective.batch_keys, engine.device, pin)
             engine(**b)
             sums = objective.eval_sums(b)
             totals = sums if totals is None else [a + x for a, x in zip(totals, sums)]
@@ -194,6 +189,7 @@ def train_loop_per_worker(job: dict) -> None:
     from forge_ray.distributed.deepspeed_config import build_ds_config
     from forge_ray.runs import Storage
     from forge_ray.spec.sections import TrainSpec
+    from forge_ray.train import capabilities
     from forge_ray.train import checkpoint as ckpt
     from forge_ray.train.export import HF_SUBDIR
     from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
@@ -206,13 +202,18 @@ def train_loop_per_worker(job: dict) -> None:
     torch.manual_seed(job["seed"])
     np.random.seed(job["seed"] + rank)
 
+    # ---- capabilities (bf16, attention kernel, compile, pinned copies): this worker's device decides
+    caps = capabilities.detect(train["precision"], train.get("attention", "auto"), train.get("compile", False))
+
     # ---- model, optimizer, engine
     model = build_model(job)
     objective = build_objective(job, model)
+    if type(objective).__name__ == "CausalLMObjective":  # the objective that builds its mask per kernel
+        capabilities.apply(model, caps)
     offload = train["offload"] != "none" and train["zero_stage"] >= 1
     optimizer = _optimizer(objective, optim, offload)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
-    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], job["precision"])
+    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], caps.precision)
     engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_config,
                                                            dist_init_required=False)
@@ -235,18 +236,20 @@ def train_loop_per_worker(job: dict) -> None:
         log.info("rank %d resumed at step %d", rank, step)
 
     run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
+    if run:
+        run.update(capabilities=caps.to_json(), precision=caps.precision)
     if run and state is not None:  # the run's own record of every (re)start of its worker group
         run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker group of "
                                    f"{world} resumed at step {step} from {agreed or 'the checkpoint Ray Train kept'}")
     writer = MetricsWriter(run, Path(run.path) / "tensorboard" if run.storage.is_local else None) if run else None
-    peak = measured_peak_flops(torch.float32)
+    peak = measured_peak_flops(caps.dtype, caps.device, size=8192 if caps.device == "cuda" else 1024)
     tokens_per_step = (train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world
                        * getattr(objective, "sequences_per_row", 1))
     it = iter(stream)
     final: dict = {}
     if step == 0 and job["val_files"] and train["eval_every"]:  # the baseline every later figure is read against
         start = evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
-                         train["eval_batches"])
+                         train["eval_batches"], caps.pin_memory)
         if writer and start:
             writer.log(0, start)
 
@@ -257,7 +260,7 @@ def train_loop_per_worker(job: dict) -> None:
         losses = []
         for _ in range(train["grad_accum"]):
             t_data = time.perf_counter()
-            batch = _to_tensors(next(it), objective.batch_keys)
+            batch = to_device(next(it), objective.batch_keys, engine.device, caps.pin_memory)
             wait += time.perf_counter() - t_data
             loss = engine(**batch)
             engine.backward(loss)
@@ -282,7 +285,7 @@ def train_loop_per_worker(job: dict) -> None:
         last = step == train["max_steps"]
         if job["val_files"] and train["eval_every"] and (step % train["eval_every"] == 0 or last):
             metrics.update(evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
-                                    train["eval_batches"]))
+                                    train["eval_batches"], caps.pin_memory))
         if writer and (step % train["log_every"] == 0 or last or "val_loss" in metrics):
             writer.log(step, metrics)
         final = metrics
@@ -344,9 +347,10 @@ def _write_probe(model, job: dict, run) -> None:
     if "pixel_values" in batch:  # a VLM: the same pixels the export will be given
         size = model.config.vision_config.image_size
         inputs["pixel_values"] = torch.as_tensor(np.asarray(batch["pixel_values"]), dtype=torch.float32).view(-1, 3, size, size)
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        logits = model(**inputs).logits.float()
+        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
     run.write_bytes("export_probe.safetensors", safetensors.torch.save({**inputs, "logits": logits}))
 
 

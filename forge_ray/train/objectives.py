@@ -27,6 +27,20 @@ def document_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[:, None]
 
 
+def document_block_mask(segment_ids: torch.Tensor):
+    """The same rule as :func:`document_causal_mask` as a FlexAttention ``BlockMask``: blocks
+    no query of which may see (other documents, the future) are skipped by the kernel."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    seg = segment_ids
+
+    def allowed(b, h, q, kv):
+        return ((seg[b, q] == seg[b, kv]) & (kv <= q) & (seg[b, q] != 0)) | (q == kv)
+
+    batch, t = seg.shape
+    return create_block_mask(allowed, batch, None, t, t, device=seg.device)
+
+
 def target_mask(loss_mask: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
     """Which next-token predictions count: target allowed by ``loss_mask`` and in the same
     document as the token predicting it (never predict a document's start from the last)."""
@@ -124,8 +138,11 @@ class CausalLMObjective(nn.Module):
 
 def causal_logits(model, input_ids, segment_ids, position_ids, moe: bool = False):
     """Next-token logits ``[B, T-1, V]`` (fp32) of a packed batch under the document mask."""
-    dtype = next(model.parameters()).dtype
-    mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
+    if getattr(model.config, "_attn_implementation", None) == "flex_attention":
+        mask = document_block_mask(segment_ids)
+    else:
+        dtype = next(model.parameters()).dtype
+        mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                **({"output_router_logits": True} if moe else {}))

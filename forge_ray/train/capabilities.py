@@ -1,0 +1,94 @@
+"""Capability switches: what this device can do, chosen once, applied by the same code path
+on CPU and GPU (no GPU fork of the trainer).
+
+On a CUDA device that supports it the step runs in bf16 (DeepSpeed's bf16 mode: bf16
+weights, fp32 master copy), attention runs as FlexAttention over a block mask built from
+the packed rows' document ids (cross-document blocks are skipped, not computed and
+masked), host batches are pinned and copied asynchronously, and collectives go over NCCL.
+On CPU: fp32, SDPA with the same document mask as a dense tensor, gloo. ``torch.compile``
+(per decoder layer, as torchtitan does) is opt-in: it pays off on GPUs once a run is long
+enough to amortise the minute or two of compiling.
+
+The selection is a pure function of the spec and what the machine reports, so it is tested
+on CPU with the GPU facts given as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+# transformers' names for the attention kernels we choose between
+_HF_ATTENTION = {"flex": "flex_attention", "sdpa": "sdpa", "eager": "eager"}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    device: str  # cuda | cpu
+    precision: str  # bf16 | fp32
+    attention: str  # flex | sdpa | eager
+    compile: bool
+    pin_memory: bool
+    backend: str  # nccl | gloo
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+
+def select(precision: str = "auto", attention: str = "auto", compile: bool = False, *, cuda: bool,
+           bf16_supported: bool = False, flex_available: bool = False) -> Capabilities:
+    """The switches for a run: ``auto`` choices follow the device; explicit ones are kept
+    unless the device cannot honour them (then a clear error, not a silent fallback)."""
+    if precision == "bf16" and not (cuda and bf16_supported):
+        raise ValueError("train.precision: bf16 needs a CUDA device that supports it (Ampere or newer); "
+                         "use auto or fp32 on this machine")
+    if attention == "flex" and not (cuda and flex_available):
+        raise ValueError("train.attention: flex needs CUDA and torch.nn.attention.flex_attention; use auto or sdpa")
+    chosen_precision = precision if precision != "auto" else ("bf16" if cuda and bf16_supported else "fp32")
+    chosen_attention = attention if attention != "auto" else ("flex" if cuda and flex_available else "sdpa")
+    return Capabilities(device="cuda" if cuda else "cpu", precision=chosen_precision, attention=chosen_attention,
+                        compile=compile, pin_memory=cuda, backend="nccl" if cuda else "gloo")
+
+
+def detect(precision: str = "auto", attention: str = "auto", compile: bool = False) -> Capabilities:
+    """:func:`select` with this process's device facts."""
+    cuda = torch.cuda.is_available()
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+
+        flex = True
+    except ImportError:
+        flex = False
+    return select(precision, attention, compile, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+                  flex_available=flex)
+
+
+def apply(model: torch.nn.Module, caps: Capabilities) -> torch.nn.Module:
+    """Set the attention kernel and, if asked, compile each decoder layer in place (parameter
+    names are unchanged, so checkpoints and exports are the same either way)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target.set_attn_implementation(_HF_ATTENTION[caps.attention])
+    if caps.compile:
+        decoder = target.get_decoder() if hasattr(target, "get_decoder") else target.model
+        for layer in decoder.layers:
+            layer.compile()
+    return model
+
+
+def to_device(batch: dict, keys: tuple[str, ...], device: str | torch.device, pin: bool) -> dict:
+    """Token columns as int64, float columns (pixels) as float32, on ``device``; pinned host
+    memory makes the copy asynchronous so it overlaps the previous step's kernels."""
+    out = {}
+    for k in keys:
+        arr = np.asarray(batch[k])
+        t = torch.as_tensor(arr, dtype=torch.float32 if arr.dtype.kind == "f" else torch.long)
+        if pin:
+            t = t.pin_memory()
+        out[k] = t.to(device, non_blocking=pin)
+    return out
