@@ -38,7 +38,7 @@ def plain_loop(files, tok_dir, args) -> float:
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    caps = capabilities.detect()
+    caps = capabilities.detect(attention=args.attention)
     _, objective, optimizer = build(args.preset, len(tok), args.seq_len, caps)
     keys = ("input_ids", "segment_ids", "position_ids", "loss_mask")
     batches = [{k: torch.as_tensor(np.asarray(b[k]), dtype=torch.long) for k in keys}
@@ -59,7 +59,7 @@ def forge_run(storage: Path, workers: int, args) -> dict:
     api.run({"kind": "pretrain", "name": name, "tokenizer": "tok", "dataset": "corpus", "model": {"preset": args.preset},
              "optim": {"lr": 1e-4 if args.gpu else 1e-3, "warmup_steps": 0},
              "train": {"max_steps": args.steps, "micro_batch_size": args.batch // workers, "seq_len": args.seq_len,
-                       "eval_every": 0, "checkpoint_every": 0},
+                       "eval_every": 0, "checkpoint_every": 0, "attention": args.attention},
              "resources": {"num_workers": workers, "cpus_per_worker": args.threads / workers,
                            "gpus_per_worker": gpus}},
             storage=str(storage), show_progress=False)
@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for the whole run (both paths)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (bf16, the CUDA switches)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run forge with")
+    p.add_argument("--attention", default="auto", choices=["auto", "flex", "sdpa", "eager"])
     p.add_argument("--copies", type=int, default=1, help="repeat the demo documents (more tokens to pack)")
     args = p.parse_args()
 
