@@ -104,7 +104,7 @@ def main() -> None:
                   "max_tokens": args.max_tokens, "hf_tokens_per_s": round(results["hf"], 1),
                   "vllm_tokens_per_s": round(results["vllm"], 1) if "vllm" in results else "vllm not installed",
                   "vllm_over_hf": round(results["vllm"] / results["hf"], 2) if "vllm" in results else None}
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -54,9 +54,11 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
         else:
             arch = registry.resolve(spec.model)
         pairs = spec.kind in ("dpo", "reward_model")  # a row is two sequences: chosen and rejected
+        gpu = spec.resources.gpus_per_worker > 0  # bf16 activations and a fused attention kernel there
         est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size * (1 + pairs),
                                 spec.resources.num_workers, spec.train.activation_checkpointing,
-                                frozen_copies=int(spec.kind == "dpo"))
+                                bytes_per_act=2 if gpu and spec.train.precision != "fp32" else 4,
+                                frozen_copies=int(spec.kind == "dpo"), fused_attention=gpu)
         check_fits(est, spec)
         precision = choose_precision(spec.train)
         job = {
