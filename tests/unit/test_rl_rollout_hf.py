@@ -50,6 +50,16 @@ def test_sampling_is_seeded_and_stops_at_stop_tokens(tmp_path):
     assert cut[0][0][-1] == stop and len(cut[0][0]) <= 4
 
 
+def test_a_per_call_seed_fixes_the_draws_whatever_came_before(tmp_path):
+    _save_tiny(tmp_path / "a", seed=0)
+    engine = HFEngine(str(tmp_path / "a"), seed=7)
+    kwargs = dict(max_tokens=10, temperature=1.0, n=3, stop_token_ids=[])
+    first = engine.generate([[1, 5]], seed=11, **kwargs)
+    engine.generate([[2, 6]], **kwargs)  # unseeded calls in between move the engine's own generator
+    assert engine.generate([[1, 5]], seed=11, **kwargs) == first
+    assert engine.generate([[1, 5]], seed=12, **kwargs) != first
+
+
 def test_stop_strings_cut_where_the_controller_cuts(tmp_path):
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
