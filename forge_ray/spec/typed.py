@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 _MISSING = dataclasses.MISSING
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def opt(default: Any = _MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None, default_factory=_MISSING):
@@ -138,6 +141,8 @@ class _Loader:
         return value
 
     def _scalar(self, tp, value, path, meta):
+        if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string; it is a number here
         ok = (
             (tp is bool and isinstance(value, bool))
             or (tp is int and isinstance(value, int) and not isinstance(value, bool))

@@ -114,6 +114,16 @@ def test_overrides_are_typed_and_validated(tmp_path):
         load_spec(p, ["no-equals-sign"])
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads ``5e-5`` as a string; in a float field, in a file or a --set, it is 5e-05."""
+    p = write(tmp_path, "kind: rl\nname: r\npolicy: p\nprompts: [{path: x.jsonl}]\noptim: {lr: 5e-5}\n")
+    assert load_spec(p).optim.lr == 5e-5
+    assert load_spec(p, ["optim.lr=1E-4", "kl_coef=2e-3"]).optim.lr == 1e-4
+    with pytest.raises(SpecError) as exc:
+        load_spec(p, ["optim.lr=fast"])
+    assert "must be float" in problems(exc)["optim.lr"]
+
+
 def test_pipeline_references_and_names():
     stage = lambda name, **kw: {"kind": "sft", "name": name, "data": [{"path": "x"}], **kw}  # noqa: E731
     with pytest.raises(SpecError) as exc:
