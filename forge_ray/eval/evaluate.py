@@ -28,6 +28,10 @@ def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dic
     from forge_ray.spec.stages import TaskSpec
 
     t0 = time.perf_counter()
+    from forge_ray.vlm.answer import is_vlm
+
+    if is_vlm(model_dir):
+        return _evaluate_vlm(model_dir, random_init_seed, tasks, threads, t0)
     model = EvalModel(model_dir, random_init_seed=random_init_seed, batch_size=batch_size, threads=threads)
     used = pick_backend(backend, random_init_seed is not None)
     generate = None
@@ -51,6 +55,22 @@ def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dic
         out["perplexity"] = model.bits_per_byte(texts)
     if harness and harness["tasks"]:
         out["tasks"].update(_harness(model, model_dir, random_init_seed, harness, batch_size))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _evaluate_vlm(model_dir: str, random_init_seed: int | None, tasks: list[dict], threads: int, t0: float) -> dict:
+    """A vision-language model: every task answered by greedy generation (with the rows'
+    images where they have them); no bits-per-byte or harness tasks (text-only measures)."""
+    from forge_ray.eval.tasks import load_rows, run_image_task
+    from forge_ray.spec.stages import TaskSpec
+    from forge_ray.vlm.answer import VLMAnswerer
+
+    answerer = VLMAnswerer(model_dir, random_init_seed=random_init_seed, threads=threads)
+    out: dict = {"tasks": {}, "perplexity": None, "backend": "hf"}
+    for task_dict in tasks:
+        task = TaskSpec(**task_dict)
+        out["tasks"][task.name] = run_image_task(answerer, task, load_rows(task)[1])
     out["seconds"] = time.perf_counter() - t0
     return out
 

@@ -61,6 +61,7 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
 
         local = [ref for ref in spec.models if not is_endpoint(ref)]
         dirs = {ref: str(inputs.enter_context(input_dir(ctx, ref.removeprefix("random:"), "model"))) for ref in local}
+        _check_image_tasks(spec, dirs)
         remote = ray.remote(evaluate_model).options(num_cpus=spec.cpus_per_model, num_gpus=spec.gpus_per_model)
         threads = max(1, int(spec.cpus_per_model))
         harness = {"tasks": spec.harness_tasks, "include": [str(Path(p).resolve()) for p in spec.harness_include],
@@ -95,6 +96,24 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
         if p:
             metrics[f"bits_per_byte/{m}"] = p["bits_per_byte"]
     return StageResult(metrics=metrics, outputs={"report": "report"})
+
+
+def _check_image_tasks(spec: EvalStage, dirs: dict[str, str]) -> None:
+    """Image tasks need vision-language models: refuse a text-only model (or an endpoint)
+    before anything loads, naming the model and the task."""
+    from forge_ray.eval.endpoint import is_endpoint
+    from forge_ray.eval.tasks import has_images
+    from forge_ray.runner import InputError
+    from forge_ray.vlm.answer import is_vlm
+
+    image_tasks = [t for t in spec.tasks if has_images(t)]
+    if not image_tasks:
+        return
+    for ref in spec.models:
+        if is_endpoint(ref) or not is_vlm(dirs[ref]):
+            task = image_tasks[0]
+            raise InputError(f"model {ref!r} is not a vision-language model, and task {task.name!r} asks about "
+                             f"images ({task.path}): evaluate image tasks with `kind: vlm` runs")
 
 
 def judge_all(spec: EvalStage, ctx: Context, per_task: dict, inputs: contextlib.ExitStack) -> dict[str, list]:

@@ -8,6 +8,9 @@ choice gets as the answer (no generation).
 A task row: ``{"prompt": ..., "answer": ...}`` (any other fields reach the scorer as
 columns, e.g. ``pattern`` or ``tests``), or ``{"prompt": ..., "choices": [...], "answer":
 index-or-text}``. The first ``few_shot`` rows are the worked examples, not scored.
+An image task gives every row an ``image`` (a path relative to the task file): its prompt is
+a question about that image (named ``prompt``, or ``question`` as in the ``vlm`` stage's VQA
+files), answered by vision-language models (``forge_ray.vlm.answer``).
 """
 
 from __future__ import annotations
@@ -37,16 +40,38 @@ def load_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], list[dict]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TaskError(f"{path}:{line_no}: not JSON ({exc.msg})") from exc
+        if isinstance(row, dict) and "prompt" not in row and "image" in row and "question" in row:
+            row = {"prompt": row.pop("question"), **row}  # the VQA files the vlm stage reads
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise TaskError(f"{path}:{line_no}: needs a string 'prompt'")
         if "answer" not in row and "choices" not in row and task.scorer not in ("json_valid", "length_penalty"):
             raise TaskError(f"{path}:{line_no}: needs 'answer' (or 'choices' with an answer)")
         if task.scorer == "choice_loglik":
             _choice_index(row, f"{path}:{line_no}")
+        if "image" in row:
+            _check_image(row["image"], path, line_no)
+        if rows and ("image" in row) != ("image" in rows[0]):
+            raise TaskError(f"{path}:{line_no}: every row of a task has an 'image', or none does "
+                            f"(line {rows[0]['line']} {'has' if 'image' in rows[0] else 'has none'})")
         rows.append({**row, "line": line_no})
     shots = [(r["prompt"], _answer_text(r)) for r in rows[:task.few_shot]]
     scored = rows[task.few_shot:]
     return shots, scored[:task.limit] if task.limit else scored
+
+
+def has_images(task: TaskSpec) -> bool:
+    """Whether the task's rows ask about images (read from its first row)."""
+    for line in Path(task.path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            return "image" in json.loads(line)
+    return False
+
+
+def _check_image(image, path: Path, line_no: int) -> None:
+    if not isinstance(image, str) or not image:
+        raise TaskError(f"{path}:{line_no}: 'image' must be a path to an image file")
+    if not (path.parent / image).is_file():
+        raise TaskError(f"{path}:{line_no}: image {image!r} not found (paths are relative to {path.parent})")
 
 
 def _answer_text(row: dict) -> str:
@@ -80,7 +105,23 @@ def run_task(model, task: TaskSpec, shots: list[tuple[str, str]], rows: list[dic
     if task.scorer == "choice_loglik":
         return _multiple_choice(model, rows, prompts)
     outputs = (generate or model.generate)(prompts, task.max_new_tokens)
-    texts = [model.decode(o, task.style) for o in outputs]
+    return score_rows(task, rows, [model.decode(o, task.style) for o in outputs])
+
+
+def run_image_task(answerer, task: TaskSpec, rows: list[dict]) -> list[dict]:
+    """Per-row results of a vision-language model (:class:`~forge_ray.vlm.answer.VLMAnswerer`)
+    on a task: questions with their images (or alone, for a text task), greedy answers."""
+    if task.scorer == "choice_loglik" or task.few_shot:
+        raise TaskError(f"task {task.name!r}: vision-language models are scored on generated answers "
+                        "(no choice_loglik, no few_shot)")
+    images = [r["image"] for r in rows] if rows and "image" in rows[0] else None
+    texts = answerer.answer([r["prompt"] for r in rows], images, root=Path(task.path).parent,
+                            max_new_tokens=task.max_new_tokens)
+    return score_rows(task, rows, texts)
+
+
+def score_rows(task: TaskSpec, rows: list[dict], texts: list[str]) -> list[dict]:
+    """Score the outputs with the task's scorer (RL's reward interface); one result per row."""
     columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} - {"prompt", "line"}}
     scores = scorer(task.scorer)([r["prompt"] for r in rows], texts, **columns, **task.scorer_args)
     return [{"line": r["line"], "prompt": r["prompt"], "answer": r.get("answer"), "output": t, "score": float(s)}

@@ -18,7 +18,7 @@ from pathlib import Path
 from forge_ray.runner import Context, StageResult, input_dir
 from forge_ray.runs import RunDir
 from forge_ray.spec.vlm import VLMStage
-from forge_ray.vlm.presets import IMAGE_TOKEN, VisionArch
+from forge_ray.vlm.presets import IMAGE_TOKEN
 
 log = logging.getLogger("forge_ray.vlm")
 
@@ -73,7 +73,7 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
             _fit(job, spec, run)
     metrics = _summary(run.metrics(), est)  # the language model's parameter counts
     if spec.eval_vqa:
-        metrics.update(answer_questions(Path(run.file("model")), spec.eval_vqa, vision, run))
+        metrics.update(answer_questions(Path(run.file("model")), spec.eval_vqa, run))
     return StageResult(metrics=metrics, outputs={"model": "model"})
 
 
@@ -98,37 +98,16 @@ def _add_image_token(tok):
     return tok
 
 
-def answer_questions(model_dir: Path, path: str, vision: VisionArch, run: RunDir | None = None,
-                     batch_size: int = 32) -> dict:
+def answer_questions(model_dir: Path, path: str, run: RunDir | None = None, batch_size: int = 32) -> dict:
     """Greedy answers of the exported model to held-out ``{image, question, answer}`` rows,
     prompted exactly as training was; exact match after lower-casing. Per-``type`` accuracy
     too, when rows have one. Items go to the run's ``vqa.jsonl``."""
-    import torch
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+    from forge_ray.vlm.answer import VLMAnswerer
 
-    from forge_ray.eval.model import left_pad
-    from forge_ray.vlm.data import chat_prompt, load_image
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), use_safetensors=True,
-                                                          trust_remote_code=False, dtype=torch.float32).eval()
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    root = str(Path(path).parent)
-    image_id, end_id = tok.convert_tokens_to_ids(IMAGE_TOKEN), tok.convert_tokens_to_ids("<|end|>")
-    items = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        prompts = [[tok.bos_token_id] + [image_id] * vision.n_image_tokens + chat_prompt(tok, r["question"])
-                   for r in chunk]
-        ids, mask = left_pad(prompts, tok.pad_token_id)
-        width = ids.shape[1]
-        pixels = torch.stack([torch.from_numpy(load_image(r["image"], root, vision.image_size)) for r in chunk])
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=8,
-                                 do_sample=False, eos_token_id=[end_id, tok.eos_token_id], pad_token_id=tok.pad_token_id)
-        for r, seq in zip(chunk, out[:, width:]):
-            answer = tok.decode(seq, skip_special_tokens=True).strip()
-            items.append({**r, "prediction": answer, "correct": answer.lower() == str(r["answer"]).lower()})
+    answers = VLMAnswerer(model_dir).answer([r["question"] for r in rows], [r["image"] for r in rows],
+                                            root=Path(path).parent, batch_size=batch_size)
+    items = [{**r, "prediction": a, "correct": a.lower() == str(r["answer"]).lower()} for r, a in zip(rows, answers)]
     metrics = {"vqa_accuracy": sum(i["correct"] for i in items) / max(len(items), 1), "vqa_items": len(items)}
     for kind in sorted({i.get("type") for i in items} - {None}):
         of_kind = [i["correct"] for i in items if i.get("type") == kind]
