@@ -23,7 +23,20 @@ def build(spec, per_task: dict, perplexity: dict, games: dict[str, list], backen
         "pairwise": {judge: compare.pairwise(g, samples, spec.seed) for judge, g in games.items()},
         "ratings": {judge: compare.ratings(list(spec.models), g, samples, spec.seed) for judge, g in games.items()},
         "disagreements": compare.disagreements(games, per_task),
+        "by_type": by_type(per_task),
     }
+
+
+def by_type(per_task: dict) -> dict:
+    """``{task: {type: {model: mean score}}}`` for tasks whose rows carry a ``type`` (e.g. VQA's
+    colour/shape/count questions), so a mean does not hide what a model cannot do."""
+    out: dict = {}
+    for model, tasks in per_task.items():
+        for task, rows in tasks.items():
+            for kind in sorted({r["type"] for r in rows if "type" in r}):
+                scores = [r["score"] for r in rows if r.get("type") == kind]
+                out.setdefault(task, {}).setdefault(kind, {})[model] = sum(scores) / len(scores)
+    return out
 
 
 def write(out: Path, summary: dict, per_task: dict, storage, models: list[str]) -> None:
@@ -58,6 +71,9 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = [[m] + [f"{summary['tasks'][t][m]['score']:.3f} [{summary['tasks'][t][m]['ci'][0]:.2f}, "
                        f"{summary['tasks'][t][m]['ci'][1]:.2f}]" for t in summary["tasks"]] for m in models]
         out.append(("Scores (mean, 95% bootstrap interval)", ["model", *summary["tasks"]], rows))
+    for task, kinds in summary.get("by_type", {}).items():
+        out.append((f"{task} by question type (mean score)", ["type", *models],
+                    [[kind, *(_fmt(kinds[kind].get(m)) for m in models)] for kind in kinds]))
     if any(summary["perplexity"].values()):
         rows = [[m, _fmt(p and p["bits_per_byte"]), _fmt(p and p["perplexity"], 2), str(p and p["tokens"])]
                 for m, p in summary["perplexity"].items()]

@@ -124,8 +124,8 @@ def score_rows(task: TaskSpec, rows: list[dict], texts: list[str]) -> list[dict]
     """Score the outputs with the task's scorer (RL's reward interface); one result per row."""
     columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} - {"prompt", "line"}}
     scores = scorer(task.scorer)([r["prompt"] for r in rows], texts, **columns, **task.scorer_args)
-    return [{"line": r["line"], "prompt": r["prompt"], "answer": r.get("answer"), "output": t, "score": float(s)}
-            for r, t, s in zip(rows, texts, scores)]
+    return [{"line": r["line"], "prompt": r["prompt"], "answer": r.get("answer"), "output": t, "score": float(s),
+             **({"type": r["type"]} if "type" in r else {})} for r, t, s in zip(rows, texts, scores)]
 
 
 def _multiple_choice(model, rows: list[dict], prompts: list[list[int]]) -> list[dict]:
