@@ -137,6 +137,17 @@ class PretrainStage(_TrainingStage):
     tokenizer: str = opt(help="tokenizer run name")
     model: ModelSpec = opt(default_factory=ModelSpec, help="architecture")
     init_from: str | None = opt(None, "start from this run's weights (continued pre-training)")
+    new_tokens: list[str] = opt([], "domain tokens added to the vocabulary when continuing (needs init_from and raw "
+                                    "data); each new embedding row starts at the mean of its old pieces' rows")
+
+    def check(self):
+        yield from super().check()
+        if self.new_tokens and not self.init_from:
+            yield "new_tokens", "extends an existing model's vocabulary: needs init_from", \
+                "for a new model, train a tokenizer on a corpus that has these words"
+        if self.new_tokens and self.dataset:
+            yield "new_tokens", "a prepared dataset was tokenized without these tokens", \
+                "give raw `data` sources: the stage tokenizes them with the extended tokenizer"
 
 
 @dataclass(kw_only=True)

@@ -62,6 +62,10 @@ def build_model(job: dict):
     elif job.get("init_model_dir"):
         model = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
                                                      trust_remote_code=False, dtype=torch.float32)
+        if job.get("vocab_pieces"):  # domain tokens: rows from their old pieces (checkpoints hold the grown size)
+            from forge_ray.models.vocab import grow_embeddings
+
+            grow_embeddings(model, job["token_ids"]["vocab_size"], job["vocab_pieces"])
     else:
         from forge_ray.models.registry import Arch, hf_config
 

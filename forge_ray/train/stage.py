@@ -37,6 +37,9 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
 
     ctx.ensure_ray()
     tok_ref, tok_output, init_ref = _model_inputs(spec)
+    pieces = None
+    if getattr(spec, "new_tokens", None):  # continued pre-training with domain tokens
+        tok_ref, pieces = _extended_tokenizer(spec, tok_ref, tok_output, run, ctx)
     data_run = spec.dataset or _prepare_data(spec, tok_ref, tok_output, ctx)
     run.update(parents=sorted(set(run.manifest().get("parents", [])) | {data_run}))
     with input_dir(ctx, data_run, "dataset") as train_dir, input_dir(ctx, tok_ref, tok_output) as tok_dir:
@@ -69,6 +72,7 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
                           "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
             "cpus_per_worker": spec.resources.cpus_per_worker, "precision": precision,
             "flops_per_token": est.flops_per_token, "train_dir": _train_dir_for_resume(run),
+            "vocab_pieces": pieces,
             "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
         }
         run.update(estimate=est.to_json(), precision=precision)
@@ -101,6 +105,24 @@ def _model_inputs(spec: _TrainingStage) -> tuple[str, str, str | None]:
     if not base:
         raise InputError(f"{spec.kind} needs `base`")
     return base, "model", base  # the base model directory carries its tokenizer
+
+
+def _extended_tokenizer(spec: PretrainStage, tok_ref: str, tok_output: str, run: RunDir,
+                        ctx: Context) -> tuple[str, dict[int, list[int]]]:
+    """The tokenizer with ``new_tokens`` added, saved in the run (its data, export and every
+    later stage use it); returns its directory and each new id's old pieces."""
+    from transformers import AutoTokenizer
+
+    from forge_ray.models.vocab import extend_tokenizer
+
+    with input_dir(ctx, tok_ref, tok_output) as src:
+        tok = AutoTokenizer.from_pretrained(str(src))
+    pieces = extend_tokenizer(tok, spec.new_tokens)
+    with run.local_dir("tokenizer") as out:
+        tok.save_pretrained(str(out))
+    run.update(new_tokens={tok.convert_ids_to_tokens(i): len(p) for i, p in pieces.items()})
+    log.info("vocabulary %d → %d: %s", len(tok) - len(pieces), len(tok), ", ".join(spec.new_tokens))
+    return run.file("tokenizer"), pieces
 
 
 def _prepare_data(spec: _TrainingStage, tok_ref: str, tok_output: str, ctx: Context) -> str:

@@ -62,20 +62,10 @@ def build_vlm(job: dict):
 
 
 def grow_vocab(lm, vocab_size: int) -> int:
-    """Resize a language model's embeddings to ``vocab_size``; new rows start at the mean of
-    the old ones (input and, if untied, output). Returns how many rows were added."""
-    old = lm.get_input_embeddings().weight.shape[0]
-    if vocab_size <= old:
-        return 0
-    with torch.no_grad():
-        mean_in = lm.get_input_embeddings().weight.mean(0)
-        out = lm.get_output_embeddings()
-        mean_out = out.weight.mean(0) if out is not None else None
-        lm.resize_token_embeddings(vocab_size, mean_resizing=False)
-        lm.get_input_embeddings().weight[old:] = mean_in
-        if out is not None and lm.get_output_embeddings().weight.data_ptr() != lm.get_input_embeddings().weight.data_ptr():
-            lm.get_output_embeddings().weight[old:] = mean_out
-    return vocab_size - old
+    """Room for ``<image>``: new rows start at the mean row (see :mod:`forge_ray.models.vocab`)."""
+    from forge_ray.models.vocab import grow_embeddings
+
+    return grow_embeddings(lm, vocab_size)
 
 
 PARTS = {"vision": "model.vision_tower", "projector": "model.multi_modal_projector", "language": "model.language_model"}

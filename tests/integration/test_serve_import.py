@@ -19,15 +19,21 @@ pytestmark = pytest.mark.slow
 KEY = "test-key-123"
 
 
-def test_imported_model_continues_pretraining(ray_cluster, demo_runs, tmp_path):
+def test_imported_model_continues_pretraining(ray_cluster, demo_runs, demo_data, tmp_path):
+    """…with the vocabulary extended by two domain names: they become single tokens, their
+    rows start from their pieces, and validation loss still falls from the starting value."""
     import shutil
+
+    from transformers import AutoConfig, AutoTokenizer
 
     foreign = tmp_path / "their-model"  # an HF directory from elsewhere: no run, no lineage
     shutil.copytree(demo_runs / "demo-sft" / "model", foreign)
     out = forge("import", str(foreign), "--name", "imported-base", "--storage", str(demo_runs))
     assert out.returncode == 0, out.stderr[-2000:]
+    new = ["Team Otter", "Team Lynx"]
     spec = {"kind": "pretrain", "name": "continued", "tokenizer": "imported-base", "init_from": "imported-base",
-            "dataset": "demo-corpus", "optim": {"lr": 1e-3, "warmup_steps": 2},
+            "data": [{"path": str(demo_data / "docs")}],
+            "new_tokens": new, "optim": {"lr": 1e-3, "warmup_steps": 2},
             "train": {"max_steps": 20, "micro_batch_size": 4, "seq_len": 128, "eval_every": 10, "eval_batches": 4,
                       "checkpoint_every": 0}, "resources": {"num_workers": 1}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -38,6 +44,11 @@ def test_imported_model_continues_pretraining(ray_cluster, demo_runs, tmp_path):
     start, end = m["metrics"]["start_val_loss"], m["metrics"]["val_loss"]
     print(f"continued pre-training from the imported model: val loss {start:.3f} → {end:.3f}")
     assert end < start - 0.05, (start, end)
+    assert all(n > 1 for n in m["new_tokens"].values()) and sorted(m["new_tokens"]) == sorted(new)
+    tok = AutoTokenizer.from_pretrained(demo_runs / "continued" / "model")
+    old = AutoTokenizer.from_pretrained(foreign)
+    assert len(tok) == len(old) + 2 and [len(tok(t, add_special_tokens=False)["input_ids"]) for t in new] == [1, 1]
+    assert AutoConfig.from_pretrained(demo_runs / "continued" / "model").vocab_size == len(tok)
 
 
 @pytest.fixture(scope="module")
