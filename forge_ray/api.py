@@ -270,16 +270,27 @@ def report(run_name: str, storage: str | None = None) -> dict:
 
 
 def chat_models(storage: str | None = None) -> list[str]:
-    """Succeeded runs with a generative model (what the arena can talk to), newest first."""
-    return [m["name"] for m in Storage(storage).list_runs()
+    """What the arena can talk to: succeeded runs with a generative model (newest first), then
+    the endpoints ``forge serve`` started (``URL#run``; any other endpoint can be typed in)."""
+    from forge_ray import serve
+
+    store = Storage(storage)
+    runs = [m["name"] for m in store.list_runs()
             if m.get("status") == "succeeded" and "model" in m.get("outputs", {}) and m.get("kind") != "reward_model"]
+    return runs + [f"{s['url']}#{s['run']}" for s in serve.running(store)]
 
 
 def generate(run_name: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
              storage: str | None = None) -> Iterator[str]:
-    """A run's answer to ``prompt``, streamed: the text so far after each token."""
+    """A run's (or an endpoint's, ``URL#model``) answer to ``prompt``, streamed: the text so far
+    after each token. An endpoint's key comes from ``$FORGE_ENDPOINT_API_KEY``."""
     from forge_ray.eval.arena import stream_answer
+    from forge_ray.eval.endpoint import is_endpoint, stream_endpoint
 
+    if is_endpoint(run_name):
+        yield from stream_endpoint(run_name, prompt, max_new_tokens, temperature,
+                                   os.environ.get("FORGE_ENDPOINT_API_KEY"))
+        return
     store = Storage(storage)
     if not store.is_local:
         raise ValueError("the arena loads models from local or mounted storage; export the run first")

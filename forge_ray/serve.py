@@ -89,3 +89,21 @@ def stop(storage, run_name: str) -> dict:
     rec_dir.write_text(rec, json.dumps({**info, "stopped": True}, indent=2))
     return {**info, "stopped": True}
 
+
+
+def running(storage) -> list[dict]:
+    """Servers started with ``forge serve`` that are still up (their process exists)."""
+    rec_dir = storage.run("serve")
+    if not storage.is_local or not Path(rec_dir.path).is_dir():
+        return []
+    out = []
+    for rec in sorted(Path(rec_dir.path).glob("*.json")):
+        info = json.loads(rec.read_text())
+        if info.get("stopped"):
+            continue
+        try:
+            os.kill(info["pid"], 0)
+        except (ProcessLookupError, PermissionError):
+            continue
+        out.append(info)
+    return out

@@ -230,8 +230,10 @@ def build(storage: str | None = None, address: str | None = None):
             stop_btn.click(app.stop, pick, status, api_name="stop")
         with gr.Tab("Arena"):
             with gr.Row():
-                model_a = gr.Dropdown(app.chat_models(), label="model A", elem_id="model-a")
-                model_b = gr.Dropdown(app.chat_models(), label="model B", elem_id="model-b")
+                # a run, a `forge serve` endpoint, or any OpenAI-compatible URL#model typed in (the model
+                # a team rents today); an endpoint's key comes from $FORGE_ENDPOINT_API_KEY
+                model_a = gr.Dropdown(app.chat_models(), label="model A", elem_id="model-a", allow_custom_value=True)
+                model_b = gr.Dropdown(app.chat_models(), label="model B", elem_id="model-b", allow_custom_value=True)
             with gr.Row():
                 prompt = gr.Textbox(label="prompt", elem_id="prompt", scale=3)
                 examples = gr.Dropdown(api.example_prompts(storage), label="or pick one from the eval tasks",

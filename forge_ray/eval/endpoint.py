@@ -57,6 +57,22 @@ class EndpointModel:
         return text.strip().split("\n")[0] if style == "plain" else text.strip()
 
 
+def stream_endpoint(ref: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                    api_key: str | None = None):
+    """The arena's side of an endpoint: one chat answer, streamed (the text so far per chunk)."""
+    from openai import OpenAI
+
+    url, name = split_ref(ref)
+    client = OpenAI(base_url=url, api_key=api_key or "none", timeout=120, max_retries=1)
+    stream = client.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}],
+                                            max_tokens=max_new_tokens, temperature=temperature, stream=True)
+    text = ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+            yield text.strip()
+
+
 def evaluate_endpoint(ref: str, tasks: list[dict], api_key: str | None = None) -> dict:
     """Like :func:`forge_ray.eval.evaluate.evaluate_model`, for an endpoint."""
     import time

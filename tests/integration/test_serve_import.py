@@ -109,3 +109,16 @@ def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_
     assert len(served_answers) == 36 and served_answers == local_answers  # the same model, served or local
     assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
     assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
+
+
+def test_the_arena_talks_to_a_served_endpoint_like_to_the_local_run(served, demo_runs, monkeypatch):
+    """The UI arena's model side (``api.generate``): an endpoint streams the same greedy answer
+    as the local run, and the endpoint `forge serve` started is offered beside the runs."""
+    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    endpoint = f"{served}#demo-sft"
+    assert endpoint in api.chat_models(str(demo_runs)) and "demo-sft" in api.chat_models(str(demo_runs))
+    question = "Who leads Team Otter?"
+    remote = list(api.generate(endpoint, question, max_new_tokens=24, storage=str(demo_runs)))
+    local = list(api.generate("demo-sft", question, max_new_tokens=24, storage=str(demo_runs)))
+    assert len(remote) > 1 and remote[-1] == local[-1] and remote[-1]  # streamed, and the same answer
+
