@@ -141,17 +141,24 @@ class TrainableWorker:
                 for name, p in self.objective.model.named_parameters()]
 
     def broadcast_weights(self) -> int:
+        """Rank 0 sends every parameter in the buckets the engines expect (under ZeRO-3 each
+        bucket's parameters are gathered together, so no rank holds more than one bucket extra)."""
         import contextlib
 
         import deepspeed
 
+        from forge_ray.rl.rollout.nccl_sync import pack, plan_buckets
+
+        params = [p for _, p in self.objective.model.named_parameters()]
         count = 0
-        for _, param in self.objective.model.named_parameters():
-            gather = deepspeed.zero.GatheredParameters([param]) if self.zero3 else contextlib.nullcontext()
+        for bucket in plan_buckets(self.weight_metas()):
+            part = [params[i] for i in bucket]
+            gather = deepspeed.zero.GatheredParameters(part) if self.zero3 else contextlib.nullcontext()
             with gather:
                 if self.rank == 0:
-                    self.weight_group.broadcast(param.data, src=0, stream=torch.cuda.current_stream())
-                    count += 1
+                    self.weight_group.broadcast(pack([p.data for p in part]), src=0,
+                                                stream=torch.cuda.current_stream())
+                    count += len(part)
         if self.rank == 0:
             torch.cuda.synchronize()
         return count

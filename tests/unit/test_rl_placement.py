@@ -60,3 +60,24 @@ def test_cut_at_stop_ends_with_the_token_that_completes_the_string():
     assert cut_at_stop([1, 2, 3, 4, 5], ["\nQ:"], text) == [1, 2, 3, 4, 5]  # no stop: untouched
     assert cut_at_stop([1, 2, 3, 4, 5, 6], ["is", "\n"], text) == [1, 2, 3]  # the earliest of several
     assert cut_at_stop([1, 2], [], text) == [1, 2]
+
+
+def test_nccl_weight_buckets_round_trip_and_respect_dtype_and_size():
+    """The GPU sync's bucket plan (computed alike on both sides) and its packing, on CPU."""
+    import torch
+
+    from forge_ray.rl.rollout.nccl_sync import pack, plan_buckets, unpack
+
+    tensors = {"a": torch.randn(4, 8), "b": torch.randn(8), "c": torch.randn(3, 3).to(torch.bfloat16),
+               "d": torch.randn(64, 64), "e": torch.randn(2)}
+    metas = [(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in tensors.items()]
+    buckets = plan_buckets(metas, bucket_bytes=200)
+    assert buckets == [[0, 1], [2], [3], [4]]  # a+b fit in 160 bytes; c is bf16; d (16 KiB) travels alone
+    received = {}
+    for bucket in buckets:
+        part = [metas[i] for i in bucket]
+        flat = pack([tensors[m[0]] for m in part])
+        received.update(dict(unpack(flat.clone(), part)))
+    assert received.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert torch.equal(received[name], t) and received[name].dtype == t.dtype
