@@ -17,7 +17,8 @@ from forge_ray import api
 from ui import forms
 
 PLOT_KEYS = [("loss", "training loss"), ("val_loss", "validation loss"), ("val_bpb", "validation bits/byte"),
-             ("reward_mean", "reward"), ("eval_reward", "held-out reward"), ("kl_to_ref", "KL to reference"),
+             ("reward_mean", "reward"), ("eval_reward", "held-out reward (greedy)"),
+             ("eval_reward_sampled", "held-out reward (sampled)"), ("kl_to_ref", "KL to reference"),
              ("tokens_per_s", "tokens/s")]
 
 

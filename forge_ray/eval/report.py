@@ -155,7 +155,7 @@ def _plot_scores(out: Path, summary: dict) -> str | None:
 
 
 CURVES = (("loss", "training loss"), ("val_loss", "validation loss"), ("reward_mean", "RL reward (sampled)"),
-          ("eval_reward", "RL reward (held-out, greedy)"))
+          ("eval_reward", "RL reward (held-out, greedy)"), ("eval_reward_sampled", "RL reward (held-out, sampled)"))
 
 
 def _plot_curves(out: Path, storage, models: list[str]) -> str | None:

@@ -234,13 +234,25 @@ class RLController:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict:
-        """Mean reward of greedy answers on the held-out prompts."""
+        """Mean reward on the held-out prompts: of greedy answers (``eval_reward``) and of
+        ``eval_samples`` samples per prompt at the rollout temperature (``eval_reward_sampled``:
+        the expected reward of the policy RL trains, on prompts it never trained on). The
+        samples use the same seeds at every evaluation, so two measurements differ by the
+        policy, not by the dice — a far steadier curve than greedy answers to 60 prompts,
+        which move only when an answer's top token flips."""
         if not self.eval_rows:
             return {}
-        samples = self.generate(self.prompt_ids(self.eval_rows), 1, 0.0)
-        completions = [self.decode(s[0]) for s in samples]
-        scores = self.rewards(self.eval_rows, completions)
-        return {"eval_reward": sum(scores) / len(scores)}
+        prompt_ids = self.prompt_ids(self.eval_rows)
+        samples = self.generate(prompt_ids, 1, 0.0)
+        scores = self.rewards(self.eval_rows, [self.decode(s[0]) for s in samples])
+        out = {"eval_reward": sum(scores) / len(scores)}
+        n = self.spec.eval_samples
+        if n:
+            sampled = self.generate(prompt_ids, n, self.spec.rollout.temperature, seed=self.spec.seed * 7919 + 17)
+            rows = [row for row in self.eval_rows for _ in range(n)]
+            scores = self.rewards(rows, [self.decode(s) for group in sampled for s in group])
+            out["eval_reward_sampled"] = sum(scores) / len(scores)
+        return out
 
     def state_dict(self) -> dict:
         return {"step": self.state.step, "epoch": self.state.epoch, "offset": self.state.offset}

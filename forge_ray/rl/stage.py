@@ -72,7 +72,8 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
                     for sample in controller.samples:
                         run.append_line("samples.jsonl", json.dumps(sample, ensure_ascii=False))
                     bar.update(1)
-                    bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "eval_reward") if k in metrics})
+                    bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "eval_reward", "eval_reward_sampled")
+                                     if k in metrics})
                     if last or (spec.checkpoint_every and step % spec.checkpoint_every == 0):
                         _checkpoint(controller, run)
                     _maybe_fail(step)
@@ -83,9 +84,12 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
             _shutdown(roles)
     history = run.metrics()
     evals = [m["eval_reward"] for m in history if "eval_reward" in m]
+    sampled = [m["eval_reward_sampled"] for m in history if "eval_reward_sampled" in m]
     rewards_seen = [m["reward_mean"] for m in history if "reward_mean" in m]
     metrics = {"rollout_backend": roles.backend, "steps": spec.max_steps,
                "start_eval_reward": evals[0] if evals else None, "eval_reward": evals[-1] if evals else None,
+               "start_eval_reward_sampled": sampled[0] if sampled else None,
+               "eval_reward_sampled": sampled[-1] if sampled else None,
                "first_reward_mean": rewards_seen[0] if rewards_seen else None,
                "reward_mean": rewards_seen[-1] if rewards_seen else None}
     return StageResult(metrics=metrics, outputs={"model": "model"})

@@ -69,6 +69,8 @@ class RLStage(StageSpec):
     prompts_per_step: int = opt(8, "prompts per RL step", ge=1)
     max_steps: int = opt(20, "RL steps", ge=1)
     eval_every: int = opt(5, "steps between held-out reward measurements (0: only at start and end)", ge=0)
+    eval_samples: int = opt(4, "held-out reward is also measured on this many samples per prompt at the rollout "
+                               "temperature (the policy RL optimises; fixed seeds); 0: greedy only", ge=0)
     checkpoint_every: int = opt(5, "steps between checkpoints (0: only at the end)", ge=0)
     optim: OptimSpec = opt(default_factory=lambda: OptimSpec(lr=1e-5, warmup_steps=0), help="policy optimiser")
     resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy (and critic) workers")

@@ -24,7 +24,8 @@ def rl_spec(name: str, demo_data, **over) -> dict:
                         "cpus_per_engine": 0.5},
             "optim": {"lr": 1e-4, "warmup_steps": 0}, "kl_coef": 0.01, "prompts_per_step": 16,
             "micro_batch_size": 16, "max_steps": 25, "eval_every": 5, "checkpoint_every": 5,
-            "resources": {"num_workers": 1, "cpus_per_worker": 1}, "reference_cpus": 0.25}
+            "resources": {"num_workers": 1, "cpus_per_worker": 1}, "reference_cpus": 0.25,
+            "eval_samples": 0}  # the runs made here check mechanics: greedy held-out reward is enough
     spec.update(over)
     return spec
 
@@ -43,13 +44,19 @@ def grpo(demo_runs):
 
 
 def test_grpo_raises_held_out_reward(grpo):
+    """On 60 prompts it never trained on, the reward of the policy's own samples (4 per prompt at
+    the rollout temperature, the same seeds at every measurement) rises far beyond noise (240
+    samples: a standard error of ~0.03), and its greedy answers get no worse."""
     m = read_json(grpo / "manifest.json")
     assert m["status"] == "succeeded" and m["rollout_backend"] == "vllm" and m["parents"] == ["demo-sft"]
     rows = _rows(grpo)
-    evals = [r["eval_reward"] for r in rows if "eval_reward" in r]
+    sampled = [r["eval_reward_sampled"] for r in rows if "eval_reward_sampled" in r]
+    greedy = [r["eval_reward"] for r in rows if "eval_reward" in r]
     train = [r["reward_mean"] for r in rows if "reward_mean" in r]
-    print(f"GRPO held-out reward {evals}; train reward first 5 {sum(train[:5]) / 5:.2f}, last 5 {sum(train[-5:]) / 5:.2f}")
-    assert len(evals) == 6 and evals[-1] >= evals[0] + 0.15, evals  # 60 held-out prompts: 0.15 = 9 more right
+    print(f"GRPO held-out reward sampled {sampled}, greedy {greedy}; "
+          f"train reward first 5 {sum(train[:5]) / 5:.2f}, last 5 {sum(train[-5:]) / 5:.2f}")
+    assert len(sampled) == len(greedy) == 6 and sampled[-1] >= sampled[0] + 0.15, sampled
+    assert greedy[-1] >= greedy[0], greedy
     assert sum(train[-5:]) / 5 > sum(train[:5]) / 5
     for key in ("kl_to_ref", "entropy", "clip_frac", "response_len", "generate_frac", "rollout_tokens_per_s"):
         assert key in rows[-1], key
