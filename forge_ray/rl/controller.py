@@ -19,7 +19,7 @@ import ray
 import torch
 
 from forge_ray.rl.algos import ALGORITHMS
-from forge_ray.rl.algos.advantages import ESTIMATORS
+from forge_ray.rl.algos.advantages import ESTIMATORS, explained_variance
 from forge_ray.rl.algos.losses import KL_ESTIMATORS
 from forge_ray.rl.experience import RolloutBatch, pack_rollouts
 from forge_ray.rl.rollout import cut_at_stop
@@ -162,6 +162,9 @@ class RLController:
         tensors = self._experience(batch, scores)
         t_train = time.perf_counter()
         stats = self._train(tensors)
+        if "old_values" in tensors:  # the critic's predictions on this batch, before it trained on it
+            stats["critic_explained_var"] = explained_variance(tensors["old_values"], tensors["returns"],
+                                                               tensors["response_mask"])
         if self.roles.sleep_engines:
             ray.get([e.wake_up.remote() for e in self.roles.engines])
         self.sync_weights()

@@ -100,14 +100,21 @@ def test_vllm_generates_what_hf_generates_after_a_weight_update(grpo, demo_runs)
     assert max(before_gaps) > 0.3, before_gaps  # the old weights decode another path: the sync changed it
 
 
-def test_ppo_critic_value_loss_falls(ray_connected, demo_runs, demo_data):
+def test_ppo_critic_learns_to_predict_returns(ray_connected, demo_runs, demo_data):
+    """A fresh value head's predictions on each new batch, scored *before* it trains on that
+    batch (explained variance of the returns): far worse than a constant at first, then close
+    to or above it. The value loss itself moves with each batch's reward variance (it rose
+    from 0.07 to 0.10 in a run whose critic was learning), so it is logged, not asserted."""
     api.run(rl_spec("rl-ppo", demo_data, algo="ppo", max_steps=8, eval_every=0, checkpoint_every=0,
                     rollout={"backend": "hf", "n_samples": 2, "temperature": 0.7, "max_new_tokens": 24,
                              "cpus_per_engine": 0.25}, resources={"num_workers": 1, "cpus_per_worker": 0.5}),
             storage=str(demo_runs), show_progress=False)
     rows = [r for r in _rows(demo_runs / "rl-ppo") if "critic_value_loss" in r]
-    losses = [r["critic_value_loss"] for r in rows]
-    assert len(losses) == 8 and sum(losses[-3:]) / 3 < 0.7 * sum(losses[:2]) / 2, losses  # a fresh value head learns
+    ev = [r["critic_explained_var"] for r in rows]
+    print(f"PPO critic explained variance {[round(x, 2) for x in ev]}, "
+          f"value loss {[round(r['critic_value_loss'], 3) for r in rows]}")
+    first, last = sum(ev[:2]) / 2, sum(ev[-3:]) / 3
+    assert len(ev) == 8 and last > first + 0.4 and last > -0.3, ev
     assert read_json(demo_runs / "rl-ppo" / "manifest.json")["rollout_backend"] == "hf"
 
 

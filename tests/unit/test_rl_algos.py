@@ -88,3 +88,14 @@ def test_every_algorithm_names_a_registered_estimator():
     for name, algo in ALGORITHMS.items():
         assert algo.advantage in ESTIMATORS and algo.kl_estimator in KL_ESTIMATORS, name
     assert ALGORITHMS["ppo"].critic and not ALGORITHMS["grpo"].critic
+
+
+def test_explained_variance_scores_a_critic_on_response_tokens():
+    from forge_ray.rl.algos.advantages import explained_variance
+
+    returns = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(returns, 0.5), returns, mask) == pytest.approx(0.0)
+    assert explained_variance(1 - returns, returns, mask) < 0  # worse than a constant
+    assert explained_variance(returns, torch.zeros_like(returns), mask) == 0.0  # nothing to explain

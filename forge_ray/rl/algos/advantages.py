@@ -43,6 +43,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) * torch.rsqrt(var + eps) * m
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(returns − values) / Var(returns) over response tokens: 0 for a critic that
+    predicts nothing (a constant), 1 for a perfect one, negative for one that adds noise.
+    Measured on a fresh batch *before* the critic trains on it: what it generalises."""
+    m = mask.bool()
+    r, v = returns[m].float(), values[m].float()
+    var = r.var(unbiased=False)
+    return float(1 - (r - v).var(unbiased=False) / var) if var > 0 else 0.0
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     returns = torch.zeros_like(rewards)
     running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
