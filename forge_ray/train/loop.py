@@ -212,7 +212,9 @@ def train_loop_per_worker(job: dict) -> None:
     # ---- model, optimizer, engine
     model = build_model(job)
     objective = build_objective(job, model)
-    if type(objective).__name__ == "CausalLMObjective":  # the objective that builds its mask per kernel
+    from forge_ray.train.objectives import CausalLMObjective
+
+    if isinstance(objective, CausalLMObjective):  # the objective that builds its mask per kernel
         capabilities.apply(model, caps)
     offload = train["offload"] != "none" and train["zero_stage"] >= 1
     optimizer = _optimizer(objective, optim, offload)

@@ -30,7 +30,6 @@ log = logging.getLogger("forge_ray.train")
 
 def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.data.stream import dataset_files
-    from forge_ray.distributed.deepspeed_config import choose_precision
     from forge_ray.models import registry
     from forge_ray.spec import spec_to_dict
     from forge_ray.train.preflight import check_fits
@@ -63,19 +62,18 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
                                 bytes_per_act=2 if gpu and spec.train.precision != "fp32" else 4,
                                 frozen_copies=int(spec.kind == "dpo"), fused_attention=gpu)
         check_fits(est, spec)
-        precision = choose_precision(spec.train)
         job = {
             "spec": spec_to_dict(spec), "storage": ctx.storage.uri if "://" in ctx.storage.uri else ctx.storage.base, "run_name": spec.name, "seed": spec.seed,
             "train_files": train_files, "val_files": val_files, "tokenizer_dir": str(tok_dir),
             "init_model_dir": init_dir, "arch": asdict(arch),
             "token_ids": {"vocab_size": len(tokenizer), "bos_id": tokenizer.bos_token_id,
                           "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
-            "cpus_per_worker": spec.resources.cpus_per_worker, "precision": precision,
+            "cpus_per_worker": spec.resources.cpus_per_worker,
             "flops_per_token": est.flops_per_token, "train_dir": _train_dir_for_resume(run),
             "vocab_pieces": pieces,
             "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
         }
-        run.update(estimate=est.to_json(), precision=precision)
+        run.update(estimate=est.to_json())  # precision: each worker records what its device chose
         with _progress(run, spec.train.max_steps, ctx):
             _fit(job, spec, run)
     return StageResult(metrics=_summary(run.metrics(), est), outputs={"model": "model"})

@@ -26,7 +26,6 @@ log = logging.getLogger("forge_ray.vlm")
 def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
     from transformers import AutoConfig, AutoTokenizer
 
-    from forge_ray.distributed.deepspeed_config import choose_precision
     from forge_ray.models import registry
     from forge_ray.spec import spec_to_dict
     from forge_ray.train.stage import _fit, _progress, _summary, _train_dir_for_resume
@@ -65,7 +64,7 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
                           "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
             "vlm": {"vision": asdict(vision), "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                     "freeze": list(spec.freeze), "init_vlm_dir": vlm_dir},
-            "cpus_per_worker": spec.resources.cpus_per_worker, "precision": choose_precision(spec.train),
+            "cpus_per_worker": spec.resources.cpus_per_worker,
             "flops_per_token": est.flops_per_token,  # the language model's share
             "train_dir": _train_dir_for_resume(run), "fault": None,
         }

@@ -17,6 +17,8 @@ engines that do not share devices); CPU runs sync through safetensors blobs inst
 
 from __future__ import annotations
 
+import math
+
 
 def join_group(host: str, port: int, rank: int, world_size: int, device):
     """This process's communicator in the policy→engines group (rank 0 hosts the store)."""
@@ -34,29 +36,21 @@ def engine_ranks(num_engines: int, tensor_parallel: int) -> tuple[list[int], int
 
 BUCKET_BYTES = 256 << 20
 
-_SIZES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "uint8": 1, "int8": 1}
-
-
 def plan_buckets(metas: list[tuple[str, str, list[int]]], bucket_bytes: int = BUCKET_BYTES) -> list[list[int]]:
     """Indices of ``metas`` grouped into buckets: consecutive, one dtype per bucket, at most
     ``bucket_bytes`` each (a larger parameter travels alone)."""
+    import torch
+
     buckets: list[list[int]] = []
     size, dtype = 0, None
     for i, (_, dt, shape) in enumerate(metas):
-        nbytes = _SIZES.get(dt, 4) * _numel(shape)
+        nbytes = getattr(torch, dt).itemsize * math.prod(shape)
         if not buckets or dt != dtype or size + nbytes > bucket_bytes:
             buckets.append([])
             size, dtype = 0, dt
         buckets[-1].append(i)
         size += nbytes
     return buckets
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def pack(tensors: list):
@@ -70,7 +64,7 @@ def unpack(flat, metas: list[tuple[str, str, list[int]]]) -> list[tuple[str, obj
     """``(name, view)`` of each parameter in a received bucket."""
     out, offset = [], 0
     for name, _, shape in metas:
-        n = _numel(shape)
+        n = math.prod(shape)
         out.append((name, flat[offset:offset + n].view(shape)))
         offset += n
     return out
@@ -82,7 +76,7 @@ def receive_into(comm, metas: list[tuple[str, str, list[int]]], device, load) ->
 
     for bucket in plan_buckets(metas):
         part = [metas[i] for i in bucket]
-        flat = torch.empty(sum(_numel(m[2]) for m in part), dtype=getattr(torch, part[0][1]), device=device)
+        flat = torch.empty(sum(math.prod(m[2]) for m in part), dtype=getattr(torch, part[0][1]), device=device)
         comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
         load(unpack(flat, part))
     torch.cuda.synchronize()

@@ -93,13 +93,13 @@ class VLLMRollout:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        def params(i: int) -> SamplingParams:
+        def for_prompt(i: int) -> SamplingParams:
             return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
                                   stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [],
                                   stop=stop or None, include_stop_str_in_output=True,
                                   seed=None if seed is None else seed + i * n)
 
-        params = [params(i) for i in range(len(prompt_token_ids))]
+        params = [for_prompt(i) for i in range(len(prompt_token_ids))]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_token_ids], params,
                                     use_tqdm=False)
         return [[list(c.token_ids) for c in out.outputs] for out in outputs]
