@@ -127,10 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="run name for the imported model")
     _common(p)
 
-    p = sub.add_parser("serve", help="serve a run's model on an OpenAI-compatible API (vLLM); --stop ends it")
+    p = sub.add_parser("serve", help="serve a run's model on an OpenAI-compatible API (vLLM, or Ray Serve with "
+                                     "--replicas); --stop ends it")
     p.add_argument("run")
     p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --api-key")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", help="N, or MIN:MAX to autoscale: vLLM replicas on Ray Serve across the cluster "
+                                      "(default: one vLLM server on this machine)")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--gpus-per-replica", type=float, default=0.0)
+    p.add_argument("--address", help="Ray cluster for --replicas (default: $RAY_ADDRESS, else the running one)")
     p.add_argument("--api-key", default=os.environ.get("FORGE_SERVE_API_KEY"),
                    help="key clients must send (default $FORGE_SERVE_API_KEY)")
     p.add_argument("--stop", action="store_true", help="stop the run's server")
@@ -368,18 +374,31 @@ def _cmd_serve(args) -> int:
 
     store = Storage(args.storage)
     try:
-        info = serve.stop(store, args.run) if args.stop else serve.start(store, args.run, args.host, args.port,
-                                                                         args.api_key)
+        info = serve.stop(store, args.run) if args.stop else serve.start(
+            store, args.run, args.host, args.port, args.api_key, replicas=args.replicas,
+            cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica, address=args.address)
     except (PermissionError, ValueError, FileNotFoundError) as exc:
         print(f"forge serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except (RuntimeError, TimeoutError) as exc:  # the server or its replicas did not come up
+        print(f"forge serve: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if args.json:
         _print_json(info)
     elif args.stop:
-        print(f"stopped the server of {args.run} (pid {info['pid']})")
+        where = f"Serve application {info['app']}" if "app" in info else f"pid {info['pid']}"
+        print(f"stopped the server of {args.run} ({where})")
     else:
-        print(f"serving {args.run} at {info['url']} (model name {args.run!r}); stop: forge serve --stop {args.run}")
+        how = f" with {serve_cluster_summary(info)}" if "replicas" in info else ""
+        print(f"serving {args.run} at {info['url']} (model name {args.run!r}){how}; "
+              f"stop: forge serve --stop {args.run}")
     return EXIT_OK
+
+
+def serve_cluster_summary(info: dict) -> str:
+    r = info["replicas"]
+    count = str(r["min"]) if r["min"] == r["max"] else f"{r['min']}-{r['max']} (autoscaling)"
+    return f"{count} replica(s) on Ray Serve, {info['resources_per_replica']} each"
 
 
 def _cmd_schema(args) -> int:

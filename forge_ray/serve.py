@@ -1,11 +1,13 @@
 """``forge serve RUN``: put a trained (or imported) model behind an OpenAI-compatible API
-(``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``) with vLLM's own server — on
-127.0.0.1 unless told otherwise, and with an API key required for any other address.
-``forge serve --stop RUN`` ends it. The server's address, port, pid and key hash are kept
+(``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``) — vLLM's own server on this
+machine, or with ``--replicas N`` (or ``MIN:MAX``) vLLM replicas on Ray Serve across the
+cluster (``serve_cluster.py``); on 127.0.0.1 unless told otherwise, and with an API key
+required for any other address. ``forge serve --stop RUN`` ends either. The server's address, port, pid and key hash are kept
 under the storage root (``serve/<run>.json``) so ``--stop`` and the UI can find it.
 
     forge serve demo-sft                         # http://127.0.0.1:8000/v1, model name "demo-sft"
     forge serve demo-sft --host 0.0.0.0 --api-key "$KEY"
+    forge serve demo-sft --replicas 1:4 --address HEAD:6379   # http://127.0.0.1:8000/demo-sft/v1
     forge serve --stop demo-sft
 """
 
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,11 +32,17 @@ def _record(storage, run_name: str):
 
 
 def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_model_len: int = 1024, wait_s: float = 300) -> dict:
-    """Start the server for ``run_name``'s model and wait until it answers."""
+          max_model_len: int = 1024, wait_s: float = 300, replicas: str | None = None,
+          cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0, address: str | None = None) -> dict:
+    """Start the server for ``run_name``'s model and wait until it answers; with ``replicas``
+    on Ray Serve instead of as a local process."""
     if host not in LOOPBACK and not api_key:
         raise PermissionError(f"refusing to serve on {host} without an API key (--api-key); bind 127.0.0.1 "
                               "for local use")
+    already = [i for i in running(storage) if i["run"] == run_name]
+    if already:
+        raise ValueError(f"{run_name!r} is already served at {already[0]['url']}; "
+                         f"stop it first: forge serve --stop {run_name}")
     run = storage.run(run_name)
     outputs = run.manifest().get("outputs", {}) if run.exists() else {}
     if "model" not in outputs:
@@ -43,6 +52,18 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
     model_dir = run.file(outputs["model"])
     config = json.loads(Path(model_dir, "config.json").read_text())
     max_model_len = min(max_model_len, int(config.get("max_position_embeddings") or max_model_len))
+    rec_dir, rec = _record(storage, run_name)
+    if replicas is not None:
+        from forge_ray.runner import use_token_auth_if_available
+
+        use_token_auth_if_available()  # before serve_cluster imports Ray, which reads the auth mode then
+        from forge_ray import serve_cluster
+
+        info = serve_cluster.start(run_name, model_dir, replicas=replicas, host=host, port=port, api_key=api_key,
+                                   max_model_len=max_model_len, cpus_per_replica=cpus_per_replica,
+                                   gpus_per_replica=gpus_per_replica, address=address, wait_s=wait_s)
+        rec_dir.write_text(rec, json.dumps(info, indent=2))
+        return info
     import torch
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
@@ -53,7 +74,6 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     if api_key:
         env["VLLM_API_KEY"] = api_key  # not on the command line, where `ps` would show it
-    rec_dir, rec = _record(storage, run_name)
     log_path = Path(rec_dir.path) / f"{run_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -82,13 +102,20 @@ def stop(storage, run_name: str) -> dict:
     if not rec_dir.exists(rec):
         raise FileNotFoundError(f"no server recorded for {run_name!r}")
     info = json.loads(rec_dir.read_text(rec))
-    try:
-        os.killpg(info["pid"], signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    if info.get("backend") == "ray-serve":
+        from forge_ray.runner import use_token_auth_if_available
+
+        use_token_auth_if_available()
+        from forge_ray import serve_cluster
+
+        serve_cluster.stop(info)
+    else:
+        try:
+            os.killpg(info["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     rec_dir.write_text(rec, json.dumps({**info, "stopped": True}, indent=2))
     return {**info, "stopped": True}
-
 
 
 def running(storage) -> list[dict]:
@@ -101,9 +128,24 @@ def running(storage) -> list[dict]:
         info = json.loads(rec.read_text())
         if info.get("stopped"):
             continue
+        if info.get("backend") == "ray-serve":
+            if _answers(info["url"]):
+                out.append(info)
+            continue
         try:
             os.kill(info["pid"], 0)
         except (ProcessLookupError, PermissionError):
             continue
         out.append(info)
     return out
+
+
+def _answers(url: str) -> bool:
+    """Whether an endpoint answers at all (an HTTP error such as 401 counts as up)."""
+    try:
+        urllib.request.urlopen(url + "/models", timeout=2)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True

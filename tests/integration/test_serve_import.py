@@ -1,7 +1,8 @@
 """Bring your own model, serve what you trained: an HF directory imported "as if foreign"
 continues pre-training on the demo corpus with validation loss falling from its starting
 value; `forge serve` answers the `openai` client (chat and completions) with the same greedy
-text as `transformers`, refuses requests without its key; an eval pits the served endpoint
+text as `transformers`, refuses requests without its key — as one local vLLM server, and as
+two vLLM replicas on Ray Serve in the session's cluster; an eval pits the served endpoint
 against local runs and its answers equal the local model's."""
 
 from __future__ import annotations
@@ -63,16 +64,17 @@ def served(demo_runs):
     assert stop.returncode == 0
 
 
-def test_served_model_answers_openai_clients_like_transformers(served, demo_runs):
+def assert_answers_like_transformers(url: str, model_dir, name: str = "demo-sft") -> None:
+    """The endpoint at ``url`` lists only ``name``, refuses a wrong key, and its greedy
+    completion and chat answers are the text `transformers` generates from the export."""
     import openai
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    client = openai.OpenAI(base_url=served, api_key=KEY)
-    assert [m.id for m in client.models.list().data] == ["demo-sft"]
+    client = openai.OpenAI(base_url=url, api_key=KEY)
+    assert [m.id for m in client.models.list().data] == [name]
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=served, api_key="wrong").models.list()
+        openai.OpenAI(base_url=url, api_key="wrong").models.list()
 
-    model_dir = demo_runs / "demo-sft" / "model"
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
     end_ids = [tok.convert_tokens_to_ids("<|end|>"), tok.eos_token_id]
@@ -84,41 +86,52 @@ def test_served_model_answers_openai_clients_like_transformers(served, demo_runs
         return tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
     prompt = "Q: Which team owns Vepeinon?\nA:"
-    got = client.completions.create(model="demo-sft", prompt=prompt, max_tokens=12, temperature=0.0)
+    got = client.completions.create(model=name, prompt=prompt, max_tokens=12, temperature=0.0)
     assert got.choices[0].text == hf_greedy(tok(prompt)["input_ids"], stops=end_ids)  # the exported generation config
     question = [{"role": "user", "content": "Who leads Team Otter?"}]
-    chat = client.chat.completions.create(model="demo-sft", messages=question, max_tokens=24, temperature=0.0)
+    chat = client.chat.completions.create(model=name, messages=question, max_tokens=24, temperature=0.0)
     ids = tok.apply_chat_template(question, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     assert chat.choices[0].message.content.strip() == hf_greedy(ids, n=24, stops=end_ids).strip()
 
 
-def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_runs, demo_data, monkeypatch):
-    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
-    endpoint = f"{served}#demo-sft"
-    info = api.compare([endpoint, "demo-sft", "demo-pretrain"],
-                       [{"name": "facts", "path": str(demo_data / "eval.jsonl"), "scorer": "contains_answer",
-                         "max_new_tokens": 24}], name="cmp-endpoint", backend="hf", storage=str(demo_runs),
-                       show_progress=False)
-    assert info.status == "succeeded"
-    results = read_json(demo_runs / "cmp-endpoint" / "report" / "results.json")
-    assert results["backends"][endpoint] == "endpoint"
-    rows = [json.loads(line) for line in (demo_runs / "cmp-endpoint" / "report" / "items" / "facts.jsonl")
-            .read_text().splitlines()]
-    served_answers = [r["output"] for r in rows if r["model"] == endpoint]
-    local_answers = [r["output"] for r in rows if r["model"] == "demo-sft"]
-    assert len(served_answers) == 36 and served_answers == local_answers  # the same model, served or local
-    assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
-    assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
+def test_served_model_answers_openai_clients_like_transformers(served, demo_runs):
+    assert_answers_like_transformers(served, demo_runs / "demo-sft" / "model")
 
 
-def test_the_arena_talks_to_a_served_endpoint_like_to_the_local_run(served, demo_runs, monkeypatch):
-    """The UI arena's model side (``api.generate``): an endpoint streams the same greedy answer
-    as the local run, and the endpoint `forge serve` started is offered beside the runs."""
-    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
-    endpoint = f"{served}#demo-sft"
-    assert endpoint in api.chat_models(str(demo_runs)) and "demo-sft" in api.chat_models(str(demo_runs))
-    question = "Who leads Team Otter?"
-    remote = list(api.generate(endpoint, question, max_new_tokens=24, storage=str(demo_runs)))
-    local = list(api.generate("demo-sft", question, max_new_tokens=24, storage=str(demo_runs)))
-    assert len(remote) > 1 and remote[-1] == local[-1] and remote[-1]  # streamed, and the same answer
+def test_replicas_on_ray_serve_answer_like_transformers(served, ray_connected, demo_runs):
+    """`forge serve --replicas 2` on the session's cluster: two vLLM replicas behind Ray's
+    OpenAI router, every route keyed; `--stop` removes the application and its route. (The
+    DPO model, as demo-sft is being served by the single server: a run is served once.)"""
+    import urllib.error
+    import urllib.request
 
+    from forge_ray import serve, serve_cluster
+    from forge_ray.runs import Storage
+
+    env = {"RAY_ADDRESS": ray_connected["gcs"]}
+    twice = forge("serve", "demo-sft", "--replicas", "2", "--storage", str(demo_runs), env=env)
+    assert twice.returncode == 2 and f"already served at {served}" in twice.stderr
+
+    port = _free_port()
+    out = forge("serve", "demo-dpo", "--replicas", "2", "--port", str(port), "--api-key", KEY,
+                "--storage", str(demo_runs), env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 replica(s) on Ray Serve" in out.stdout
+    url = f"http://127.0.0.1:{port}/demo-dpo/v1"
+    try:
+        info = next(i for i in serve.running(Storage(str(demo_runs))) if i["run"] == "demo-dpo")
+        assert info["url"] == url and info["replicas"] == {"min": 2, "max": 2}
+        assert serve_cluster.replica_states(info)["LLMServer:demo-dpo"] == {"RUNNING": 2}
+        assert_answers_like_transformers(url, demo_runs / "demo-dpo" / "model", name="demo-dpo")
+        with pytest.raises(urllib.error.HTTPError) as unkeyed:  # Ray's other routes are keyed too
+            urllib.request.urlopen(urllib.request.Request(
+                url.removesuffix("/v1") + "/tokenize", data=b'{"model": "demo-dpo", "prompt": "hi"}',
+                headers={"Content-Type": "application/json"}), timeout=30)
+        assert unkeyed.value.code == 401
+    finally:
+        stop = forge("serve", "--stop", "demo-dpo", "--storage", str(demo_runs), env=env)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    assert "forge-demo-dpo" in stop.stdout
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        urllib.request.urlopen(url + "/models", timeout=30)
+    assert gone.value.code == 404
