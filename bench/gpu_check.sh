@@ -5,6 +5,8 @@
 #      document block mask (bench/mfu.py; MFU against the bf16 matmul peak measured in the run)
 #   2. forge pre-training (Ray Train + DeepSpeed bf16, one GPU worker) vs the plain loop of
 #      the same model on the same batches (bench/train_overhead.py)
+#   2b. where a trainer step's time goes beyond the plain loop's, per phase and DeepSpeed
+#      precision mode, with a profiler table (bench/step_breakdown.py)
 #   3. the MoE preset (moe-small), 4. the 1B preset with SDPA + a dense mask (what FlexAttention
 #      replaces), 5. HF-engine rollout tokens/s (and vLLM's where vLLM is installed),
 #   6. the 1B preset with torch.compile per decoder layer.
@@ -58,6 +60,7 @@ print(json.dumps(row))" >>"$RES"
 cat "$OUT/machine.txt" | tee -a "$LOG"
 
 step mfu_1b_flex 150 $PY bench/mfu.py --preset 1b --seq-len 2048 --batch 8 --attention flex --steps 12
+step step_breakdown 300 $PY bench/step_breakdown.py --preset 1b --seq-len 2048 --batch 8 --vocab 2048 --steps 8
 step overhead_1b 330 $PY bench/train_overhead.py --preset 1b --gpu --seq-len 2048 --batch 8 --workers 1 \
   --steps 16 --warmup 4 --threads 8 --copies 4
 step mfu_moe_small 150 $PY bench/mfu.py --preset moe-small --seq-len 2048 --batch 8 --steps 10
@@ -81,6 +84,11 @@ for r in rows:
         f = r["forge"]["1"]
         what = (f"plain {r['plain_tokens_per_s']:,.0f} tok/s; forge (Ray Train + DeepSpeed) {f['tokens_per_s']:,.0f} "
                 f"tok/s = {f['tokens_per_s'] / r['plain_tokens_per_s']:.3f}x, MFU {f['mfu']:.1%}")
+    elif r.get("bench") == "step_breakdown":
+        v = r["variants"]
+        base = v.get("plain", {}).get("step_s", float("nan"))
+        what = "; ".join(f"{k} {x['step_s'] * 1e3:.0f} ms ({base / x['step_s']:.3f}x)" for k, x in v.items())
+        what += "".join(f"; {k} FAILED" for k in r.get("failed", {}))
     elif "hf_tokens_per_s" in r:
         what = f"HF engine {r['hf_tokens_per_s']:,.0f} tok/s; vLLM {r['vllm_tokens_per_s']}; ratio {r['vllm_over_hf']}"
     else:

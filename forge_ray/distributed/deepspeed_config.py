@@ -1,9 +1,10 @@
 """The single DeepSpeed config builder: from the spec's train/optim sections and the device.
 
 Precision is a capability switch, not a fork: bf16 where the GPU supports it, fp32 on CPU
-(DeepSpeed's CPU accelerator with gloo). The optimizer is created by the trainer (torch
-AdamW, or DeepSpeed's CPU Adam when optimizer state is offloaded), so the config carries
-no optimizer section.
+(DeepSpeed's CPU accelerator with gloo); bf16 by autocast or by DeepSpeed's master weights
+depending on the ZeRO stage (``bf16_mode``). The optimizer is created by the trainer (torch
+AdamW, fused on CUDA, or DeepSpeed's CPU Adam when optimizer state is offloaded), so the
+config carries no optimizer section.
 """
 
 from __future__ import annotations
@@ -22,7 +23,19 @@ def choose_precision(train: TrainSpec) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def build_ds_config(train: TrainSpec, world_size: int, grad_clip: float, precision: str) -> dict[str, Any]:
+def bf16_mode(zero_stage: int) -> str:
+    """How bf16 is done: ``autocast`` (fp32 weights, bf16 matmuls under ``torch.autocast``,
+    torch's fused AdamW on the fp32 weights) for ZeRO-0, ``deepspeed`` (bf16 weights with an
+    fp32 master copy) for ZeRO ≥ 1. Why: without ZeRO, DeepSpeed wraps a torch optimizer in
+    its *unfused* mixed-precision optimizer, which copies gradients and weights between the
+    bf16 and fp32 copies one parameter at a time; with ZeRO ≥ 1 its optimizer works on flat
+    buffers and partitions the master copy, which is what ZeRO is for."""
+    return "autocast" if zero_stage == 0 else "deepspeed"
+
+
+def build_ds_config(train: TrainSpec, world_size: int, grad_clip: float, precision: str,
+                    mode: str = "deepspeed") -> dict[str, Any]:
+    """``mode``: how bf16 is done when ``precision`` is bf16 (see ``bf16_mode``)."""
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.zero_stage >= 1 and train.offload in ("optimizer", "all"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": precision == "bf16"}
@@ -40,6 +53,8 @@ def build_ds_config(train: TrainSpec, world_size: int, grad_clip: float, precisi
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
-    if precision == "bf16":
+    if precision == "bf16" and mode == "autocast":
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    elif precision == "bf16":
         config["bf16"] = {"enabled": True}
     return config

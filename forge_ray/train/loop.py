@@ -111,7 +111,8 @@ def build_objective(job: dict, model):
     return CausalLMObjective(model, arch.get("router_aux_loss_coef", 0.0), arch.get("router_z_loss_coef", 0.0))
 
 
-def _optimizer(model, optim: dict, offload: bool):
+def _optimizer(model, optim: dict, offload: bool, fused: bool = False):
+    """AdamW with decay on matrices only; ``fused`` (one kernel for all parameters) on CUDA."""
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     groups = [g for g in ({"params": decay, "weight_decay": optim["weight_decay"]},
@@ -121,7 +122,7 @@ def _optimizer(model, optim: dict, offload: bool):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs, **({"fused": True} if fused else {}))
 
 
 def _grad_norm(engine, objective) -> float | None:
@@ -190,7 +191,7 @@ def train_loop_per_worker(job: dict) -> None:
     from transformers import AutoTokenizer
 
     from forge_ray.data.stream import PackedStream
-    from forge_ray.distributed.deepspeed_config import build_ds_config
+    from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
     from forge_ray.runs import Storage
     from forge_ray.spec.sections import TrainSpec
     from forge_ray.train import capabilities
@@ -217,9 +218,10 @@ def train_loop_per_worker(job: dict) -> None:
     if isinstance(objective, CausalLMObjective):  # the objective that builds its mask per kernel
         capabilities.apply(model, caps)
     offload = train["offload"] != "none" and train["zero_stage"] >= 1
-    optimizer = _optimizer(objective, optim, offload)
+    optimizer = _optimizer(objective, optim, offload, fused=caps.device == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
-    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], caps.precision)
+    mode = bf16_mode(train["zero_stage"]) if caps.precision == "bf16" else None
+    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], caps.precision, mode or "deepspeed")
     engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_config,
                                                            dist_init_required=False)
@@ -243,7 +245,7 @@ def train_loop_per_worker(job: dict) -> None:
 
     run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
     if run:
-        run.update(capabilities=caps.to_json(), precision=caps.precision)
+        run.update(capabilities={**caps.to_json(), "bf16_mode": mode}, precision=caps.precision)
     if run and state is not None:  # the run's own record of every (re)start of its worker group
         run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker group of "
                                    f"{world} resumed at step {step} from {agreed or 'the checkpoint Ray Train kept'}")
