@@ -60,7 +60,7 @@ print(json.dumps(row))" >>"$RES"
 cat "$OUT/machine.txt" | tee -a "$LOG"
 
 step mfu_1b_flex 150 $PY bench/mfu.py --preset 1b --seq-len 2048 --batch 8 --attention flex --steps 12
-step step_breakdown 300 $PY bench/step_breakdown.py --preset 1b --seq-len 2048 --batch 8 --vocab 2048 --steps 8
+step step_breakdown 200 $PY bench/step_breakdown.py --preset 1b --seq-len 2048 --batch 8 --vocab 2048 --steps 6
 step overhead_1b 330 $PY bench/train_overhead.py --preset 1b --gpu --seq-len 2048 --batch 8 --workers 1 \
   --steps 16 --warmup 4 --threads 8 --copies 4
 step mfu_moe_small 150 $PY bench/mfu.py --preset moe-small --seq-len 2048 --batch 8 --steps 10
