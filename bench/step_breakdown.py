@@ -10,8 +10,9 @@ Variants (each on a freshly built model, seeded the same):
                  around torch's multi-tensor AdamW: the trainer before it chose by ZeRO stage
   ds-bf16-fused  the same with torch's fused AdamW
   zero1-bf16     ZeRO-1 (flat-buffer master copy) with fused AdamW
-  ds             what the trainer builds now (``bf16_mode``, ``loop._optimizer``): for ZeRO-0
-                 DeepSpeed's torch_autocast over fp32 weights with fused AdamW
+  ds             what the trainer builds now (``bf16_mode``, ``loop._optimizer``,
+                 ``loop.clip_and_norm``): for ZeRO-0 DeepSpeed's torch_autocast over fp32
+                 weights with fused AdamW, clipped by the trainer with one fused norm
   ds+trainer     ``ds`` plus the trainer's per-step bookkeeping (gradient norm, loss readback,
                  all-reduce of the logged loss)
 On a CPU every variant is fp32 (bf16 is a GPU switch): a smoke test of the script only.
@@ -115,7 +116,8 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     optimizer = loop._optimizer(objective, optim, offload=False, fused=fused)
     train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=args.steps + args.warmup,
                       zero_stage=zero)
-    config = build_ds_config(train, 1, 1.0, caps.precision, mode or bf16_mode(zero))
+    own_clip = loop.clips_itself(zero) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
+    config = build_ds_config(train, 1, 0.0 if own_clip else 1.0, caps.precision, mode or bf16_mode(zero))
     engine, optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config,
                                                    dist_init_required=False)
     keys = objective.batch_keys
@@ -128,11 +130,10 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
         mark("forward_s")
         engine.backward(loss)
         mark("backward_s")
-        if bookkeeping:
-            loop._grad_norm(engine, objective)
+        norm = loop.clip_and_norm(engine, objective, 1.0, own_clip)
         engine.step()
         if bookkeeping:
-            loop._all_reduce([float(objective.stats.get("lm_loss", loss.detach()))])
+            loop._all_reduce([float(objective.stats.get("lm_loss", loss.detach())), float(norm)])
         out = mark("optimizer_s")
         out["step_s"] = sum(out.values())
         return dict(out)

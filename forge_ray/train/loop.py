@@ -125,14 +125,21 @@ def _optimizer(model, optim: dict, offload: bool, fused: bool = False):
     return torch.optim.AdamW(groups, **kwargs, **({"fused": True} if fused else {}))
 
 
-def _grad_norm(engine, objective) -> float | None:
-    """Global gradient norm before clipping: DeepSpeed's when it tracks one (ZeRO ≥ 1),
-    else from the (already averaged) full gradients of ZeRO-0."""
+def clips_itself(zero_stage: int) -> bool:
+    """ZeRO-0: every rank holds the whole averaged gradient after ``engine.backward``, so the
+    trainer clips it there (one fused norm, which is also the logged one) instead of DeepSpeed
+    (whose ZeRO-0 clip computes a norm it does not keep, so logging it took a second pass)."""
+    return zero_stage == 0
+
+
+def clip_and_norm(engine, objective, grad_clip: float, own_clip: bool):
+    """Global gradient norm before clipping, as a device tensor (read it when logging, not
+    before: a readback waits for the device). ZeRO ≥ 1: DeepSpeed's (it clips in ``step``)."""
+    if own_clip:
+        grads = [p for p in objective.parameters() if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else float("inf"), foreach=True)
     norm = engine.get_global_grad_norm()
-    if norm is not None:
-        return float(norm)
-    grads = [p.grad.detach().float().norm() for p in objective.parameters() if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else None
+    return None if norm is None else torch.as_tensor(norm)
 
 
 def _all_reduce(values: list[float]) -> list[float]:
@@ -221,7 +228,9 @@ def train_loop_per_worker(job: dict) -> None:
     optimizer = _optimizer(objective, optim, offload, fused=caps.device == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
     mode = bf16_mode(train["zero_stage"]) if caps.precision == "bf16" else None
-    ds_config = build_ds_config(TrainSpec(**train), world, optim["grad_clip"], caps.precision, mode or "deepspeed")
+    own_clip = clips_itself(train["zero_stage"])
+    ds_config = build_ds_config(TrainSpec(**train), world, 0.0 if own_clip else optim["grad_clip"], caps.precision,
+                                mode or "deepspeed")
     engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_config,
                                                            dist_init_required=False)
@@ -273,7 +282,7 @@ def train_loop_per_worker(job: dict) -> None:
             loss = engine(**batch)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary():
-                grad_norm = _grad_norm(engine, objective)
+                grad_norm = clip_and_norm(engine, objective, optim["grad_clip"], own_clip)
             engine.step()
             losses.append(float(objective.stats.get("lm_loss", loss.detach())))
         step += 1
@@ -283,7 +292,7 @@ def train_loop_per_worker(job: dict) -> None:
         metrics = {"loss": loss_sum / world, "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": tokens_per_step / elapsed, "data_wait_frac": wait / elapsed}
         if grad_norm is not None:
-            metrics["grad_norm"] = grad_norm
+            metrics["grad_norm"] = float(grad_norm)
         metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
         # the objective's own figures (MoE load, DPO rewards, …) from the last micro-batch, averaged over ranks
         metrics.update(objective.step_metrics(lambda values: [v / world for v in _all_reduce(values)]))
