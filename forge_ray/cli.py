@@ -10,6 +10,8 @@ Every command takes ``--json`` and then prints one JSON document for machines.
     forge status demo-tokenizer ; forge logs demo-tokenizer --follow ; forge runs
     forge compare demo-pretrain demo-sft --task facts=forge_runs/demo-data/eval.jsonl:contains_answer
     forge report demo-eval
+    forge serve demo-sft                                 # one vLLM server on 127.0.0.1:8000
+    forge serve demo-sft --replicas 1:4 --address HEAD:6379 --api-key "$KEY"   # Ray Serve, autoscaling
 """
 
 from __future__ import annotations
