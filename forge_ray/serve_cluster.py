@@ -118,10 +118,13 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     from ray.serve.llm import LLMConfig, build_openai_app
 
     serve.start(http_options={"host": host, "port": port})
-    http = serve.context._get_global_client().http_config  # the cluster's proxy keeps its first options
+    # Serve keeps the proxy options it was first started with; read them back (no public
+    # accessor in Ray 2.60) so the URL is the real one and a public proxy still needs a key
+    http = serve.context._get_global_client().http_config
     if http.host not in LOOPBACK and not api_key:
         raise PermissionError(f"Serve on this cluster already listens on {http.host}:{http.port}; "
                               "an API key (--api-key) is required there")
+    key_sha256 = hashlib.sha256(api_key.encode()).hexdigest() if api_key else None
     gpu = gpus_per_replica > 0
     bundle = {"CPU": cpus_per_replica, **({"GPU": gpus_per_replica} if gpu else {})}
     scaling = ({"num_replicas": low} if low == high else
@@ -138,7 +141,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     app = build_openai_app({
         "llm_configs": [config],
         "ingress_cls_config": {"ingress_cls": KeyedOpenAiIngress, "ingress_extra_kwargs": {
-            "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest() if api_key else None}},
+            "api_key_sha256": key_sha256}},
         "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},  # a router, not a model
     })
     serve.run_many([serve.RunTarget(app, name=app_name(run_name), route_prefix=f"/{run_name}")],
@@ -148,8 +151,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     return {"run": run_name, "backend": "ray-serve", "app": app_name(run_name),
             "url": f"http://{proxy_host}:{http.port}/{run_name}/v1", "host": http.host, "port": http.port,
             "replicas": {"min": low, "max": high}, "address": ray.get_runtime_context().gcs_address,
-            "resources_per_replica": bundle, "model": str(model_dir),
-            "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest() if api_key else None}
+            "resources_per_replica": bundle, "model": str(model_dir), "api_key_sha256": key_sha256}
 
 
 def _wait_until_running(name: str, replicas: int, wait_s: float, show_progress: bool) -> None:
