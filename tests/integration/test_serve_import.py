@@ -135,3 +135,35 @@ def test_replicas_on_ray_serve_answer_like_transformers(served, ray_connected, d
     with pytest.raises(urllib.error.HTTPError) as gone:
         urllib.request.urlopen(url + "/models", timeout=30)
     assert gone.value.code == 404
+
+
+def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_runs, demo_data, monkeypatch):
+    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    endpoint = f"{served}#demo-sft"
+    info = api.compare([endpoint, "demo-sft", "demo-pretrain"],
+                       [{"name": "facts", "path": str(demo_data / "eval.jsonl"), "scorer": "contains_answer",
+                         "max_new_tokens": 24}], name="cmp-endpoint", backend="hf", storage=str(demo_runs),
+                       show_progress=False)
+    assert info.status == "succeeded"
+    results = read_json(demo_runs / "cmp-endpoint" / "report" / "results.json")
+    assert results["backends"][endpoint] == "endpoint"
+    rows = [json.loads(line) for line in (demo_runs / "cmp-endpoint" / "report" / "items" / "facts.jsonl")
+            .read_text().splitlines()]
+    served_answers = [r["output"] for r in rows if r["model"] == endpoint]
+    local_answers = [r["output"] for r in rows if r["model"] == "demo-sft"]
+    assert len(served_answers) == 36 and served_answers == local_answers  # the same model, served or local
+    assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
+    assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
+
+
+def test_the_arena_talks_to_a_served_endpoint_like_to_the_local_run(served, demo_runs, monkeypatch):
+    """The UI arena's model side (``api.generate``): an endpoint streams the same greedy answer
+    as the local run, and the endpoint `forge serve` started is offered beside the runs."""
+    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    endpoint = f"{served}#demo-sft"
+    assert endpoint in api.chat_models(str(demo_runs)) and "demo-sft" in api.chat_models(str(demo_runs))
+    question = "Who leads Team Otter?"
+    remote = list(api.generate(endpoint, question, max_new_tokens=24, storage=str(demo_runs)))
+    local = list(api.generate("demo-sft", question, max_new_tokens=24, storage=str(demo_runs)))
+    assert len(remote) > 1 and remote[-1] == local[-1] and remote[-1]  # streamed, and the same answer
+
