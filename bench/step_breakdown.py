@@ -116,7 +116,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     optimizer = loop._optimizer(objective, optim, offload=False, fused=fused)
     train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=args.steps + args.warmup,
                       zero_stage=zero)
-    own_clip = loop.clips_itself(zero) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
+    own_clip = loop.clips_itself(zero, caps.device) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
     config = build_ds_config(train, 1, 0.0 if own_clip else 1.0, caps.precision, mode or bf16_mode(zero))
     engine, optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config,
                                                    dist_init_required=False)

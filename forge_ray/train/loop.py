@@ -125,21 +125,28 @@ def _optimizer(model, optim: dict, offload: bool, fused: bool = False):
     return torch.optim.AdamW(groups, **kwargs, **({"fused": True} if fused else {}))
 
 
-def clips_itself(zero_stage: int) -> bool:
-    """ZeRO-0: every rank holds the whole averaged gradient after ``engine.backward``, so the
-    trainer clips it there (one fused norm, which is also the logged one) instead of DeepSpeed
-    (whose ZeRO-0 clip computes a norm it does not keep, so logging it took a second pass)."""
-    return zero_stage == 0
+def clips_itself(zero_stage: int, device: str) -> bool:
+    """ZeRO-0 on CUDA: every rank holds the whole averaged gradient after ``engine.backward``,
+    so the trainer clips it there with one fused norm, which is also the logged one; DeepSpeed's
+    ZeRO-0 clip computes a norm it does not keep, and logging it took a second pass over every
+    parameter (2 % of a 1B step on an H200, ``bench/RESULTS.md``). CPU ranks keep DeepSpeed's
+    clip: the pass is cheap there, and CPU runs keep the numerics of earlier versions, which
+    the demo's small recipes (and their tests) were tuned on."""
+    return zero_stage == 0 and device == "cuda"
 
 
 def clip_and_norm(engine, objective, grad_clip: float, own_clip: bool):
-    """Global gradient norm before clipping, as a device tensor (read it when logging, not
-    before: a readback waits for the device). ZeRO ≥ 1: DeepSpeed's (it clips in ``step``)."""
+    """Global gradient norm before clipping, as a tensor (read it when logging: a readback
+    waits for the device). ``own_clip``: clip here; else DeepSpeed clips in ``step`` and the
+    norm is DeepSpeed's (ZeRO ≥ 1) or computed from the full gradients (ZeRO-0)."""
     if own_clip:
         grads = [p for p in objective.parameters() if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else float("inf"), foreach=True)
     norm = engine.get_global_grad_norm()
-    return None if norm is None else torch.as_tensor(norm)
+    if norm is not None:
+        return torch.as_tensor(norm)
+    norms = [p.grad.detach().float().norm() for p in objective.parameters() if p.grad is not None]
+    return torch.stack(norms).norm() if norms else None
 
 
 def _all_reduce(values: list[float]) -> list[float]:
@@ -228,7 +235,7 @@ def train_loop_per_worker(job: dict) -> None:
     optimizer = _optimizer(objective, optim, offload, fused=caps.device == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
     mode = bf16_mode(train["zero_stage"]) if caps.precision == "bf16" else None
-    own_clip = clips_itself(train["zero_stage"])
+    own_clip = clips_itself(train["zero_stage"], caps.device)
     ds_config = build_ds_config(TrainSpec(**train), world, 0.0 if own_clip else optim["grad_clip"], caps.precision,
                                 mode or "deepspeed")
     engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
