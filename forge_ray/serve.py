@@ -27,6 +27,17 @@ from pathlib import Path
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _serve_cluster():
+    """The Ray Serve backend, imported on demand (it imports Ray, which reads the auth mode
+    at import: token auth is switched on first when a token exists)."""
+    from forge_ray.runner import use_token_auth_if_available
+
+    use_token_auth_if_available()
+    from forge_ray import serve_cluster
+
+    return serve_cluster
+
+
 def _record(storage, run_name: str):
     return storage.run("serve"), f"{run_name}.json"
 
@@ -54,12 +65,7 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
     max_model_len = min(max_model_len, int(config.get("max_position_embeddings") or max_model_len))
     rec_dir, rec = _record(storage, run_name)
     if replicas is not None:
-        from forge_ray.runner import use_token_auth_if_available
-
-        use_token_auth_if_available()  # before serve_cluster imports Ray, which reads the auth mode then
-        from forge_ray import serve_cluster
-
-        info = serve_cluster.start(run_name, model_dir, replicas=replicas, host=host, port=port, api_key=api_key,
+        info = _serve_cluster().start(run_name, model_dir, replicas=replicas, host=host, port=port, api_key=api_key,
                                    max_model_len=max_model_len, cpus_per_replica=cpus_per_replica,
                                    gpus_per_replica=gpus_per_replica, address=address, wait_s=wait_s)
         rec_dir.write_text(rec, json.dumps(info, indent=2))
@@ -103,12 +109,7 @@ def stop(storage, run_name: str) -> dict:
         raise FileNotFoundError(f"no server recorded for {run_name!r}")
     info = json.loads(rec_dir.read_text(rec))
     if info.get("backend") == "ray-serve":
-        from forge_ray.runner import use_token_auth_if_available
-
-        use_token_auth_if_available()
-        from forge_ray import serve_cluster
-
-        serve_cluster.stop(info)
+        _serve_cluster().stop(info)
     else:
         try:
             os.killpg(info["pid"], signal.SIGTERM)

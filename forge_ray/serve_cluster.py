@@ -34,7 +34,7 @@ import typing
 from ray.serve.llm.ingress import OpenAiIngress
 from starlette.requests import Request
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from forge_ray.serve import LOOPBACK
 
 
 def parse_replicas(text: str | int) -> tuple[int, int]:
@@ -109,10 +109,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
           show_progress: bool = True) -> dict:
     """Deploy ``model_dir`` as the Serve application ``forge-<run>`` at ``/<run>`` and wait
     until every replica is up. Returns the record ``forge serve --stop`` and the UI use."""
-    low, high = parse_replicas(replicas)
-    if host not in LOOPBACK and not api_key:
-        raise PermissionError(f"refusing to serve on {host} without an API key (--api-key); bind 127.0.0.1 "
-                              "for local use")
+    low, high = parse_replicas(replicas)  # (``serve.start`` has refused a public host without a key)
     ray = _connect(address)
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
