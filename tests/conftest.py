@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import time_limits
+from tests.pipeline_failure import describe_pipeline_failure
+
 REPO = Path(__file__).resolve().parents[1]
 # Ray 2.60 clusters use token auth and Ray reads the mode once, at import: set it before any
 # test imports ray, so this process and the CLIs it starts can join the session's cluster.
@@ -26,10 +29,12 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def forge(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the ``forge`` CLI as a user would, capturing output."""
+    """Run the ``forge`` CLI as a user would, capturing output; the call's duration goes to
+    the time-limit ledger against ``timeout`` under the caller's file:line."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(VENV_BIN / "forge"), *args], capture_output=True, text=True, cwd=REPO,
-                          env=full_env, timeout=timeout)
+    with time_limits.limited(timeout, time_limits.caller_site()):
+        return subprocess.run([str(VENV_BIN / "forge"), *args], capture_output=True, text=True, cwd=REPO,
+                              env=full_env, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -96,14 +101,16 @@ def ray_connected(ray_cluster):
 
 
 def wait_for(predicate, timeout: float = 300, every: float = 2.0):
-    """Poll ``predicate`` until it returns something truthy (returned), or time out."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("condition not met in time")
+    """Poll ``predicate`` until it returns something truthy (returned), or time out; the wait
+    goes to the time-limit ledger under the caller's file:line."""
+    with time_limits.limited(timeout, time_limits.caller_site()):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(every)
+        raise TimeoutError(f"condition not met in {timeout} s")
 
 
 def read_json(path: Path) -> dict:
@@ -131,7 +138,20 @@ def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
     if os.environ.get("FORGE_TEST_DEMO_RUNS"):
         shutil.copytree(os.environ["FORGE_TEST_DEMO_RUNS"], storage, dirs_exist_ok=True)
         return storage
-    result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage),
-                   env={"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}, timeout=2400)
-    assert result.returncode == 0, result.stderr[-3000:]
+    limit = time_limits.FIXTURE_LIMITS["demo_runs"] - 60  # the CLI's own limit, inside the fixture's alarm
+    env = {"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}
+    try:
+        result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage), env=env, timeout=limit)
+    except subprocess.TimeoutExpired as exc:
+        tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(describe_pipeline_failure(storage, "demo", f"ran past its {limit} s limit", tail), pytrace=False)
+    if result.returncode != 0:
+        pytest.fail(describe_pipeline_failure(storage, "demo", f"exited with {result.returncode}", result.stderr),
+                    pytrace=False)
     return storage
+
+
+# every fixture's budget, the ledger of limits and the headroom check: tests/suite_plugin.py
+from tests.suite_plugin import (  # noqa: E402,F401  (pytest finds hooks by name in a conftest)
+    pytest_fixture_setup, pytest_runtest_makereport, pytest_runtest_setup, pytest_sessionfinish,
+    pytest_terminal_summary)
