@@ -62,7 +62,8 @@ def ray_cluster(tmp_path_factory):
            "--disable-usage-stats"]
     # the venv's python first on PATH, as on a cluster image: job entrypoints run `python`
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    subprocess.run(cmd, check=True, capture_output=True, timeout=180, env=env)
+    with time_limits.limited(180) as limit_s:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=limit_s, env=env)
     info = {"gcs": f"127.0.0.1:{gcs_port}", "dashboard": f"http://127.0.0.1:{dash_port}"}
     _wait_for_jobs_api(info["dashboard"])
     yield info

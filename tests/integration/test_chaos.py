@@ -24,6 +24,7 @@ import yaml
 from forge_ray import api
 from forge_ray.train.checkpoint import latest, verify
 from tests.conftest import wait_for, REPO, VENV_BIN, _free_port, forge, read_json
+from tests.time_limits import limited
 
 pytestmark = pytest.mark.slow
 LOCAL_SH = str(REPO / "cluster" / "local.sh")
@@ -37,8 +38,9 @@ def cluster(tmp_path_factory):
     port, dashboard = _free_port(), _free_port()
     env = {**os.environ, "FORGE_LOCAL_PORT": str(port), "FORGE_LOCAL_DASHBOARD": str(dashboard),
            "FORGE_LOCAL_STATE": str(tmp_path_factory.mktemp("local-cluster")), "RAY": str(VENV_BIN / "ray")}
-    up = subprocess.run(["bash", LOCAL_SH, "up", "3", "--cpus", "1", "--drivers", "2"], env=env, capture_output=True,
-                        text=True, timeout=300)
+    with limited(300) as limit_s:
+        up = subprocess.run(["bash", LOCAL_SH, "up", "3", "--cpus", "1", "--drivers", "2"], env=env,
+                            capture_output=True, text=True, timeout=limit_s)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         status = subprocess.run(["bash", LOCAL_SH, "status"], env=env, capture_output=True, text=True, timeout=60)
@@ -128,7 +130,8 @@ def node_lost(cluster, shared, tmp_path_factory):
         node = _node_running_a_train_worker(cluster["session"])
         killed = subprocess.run(["bash", LOCAL_SH, "kill", str(node)], env=cluster["env"], capture_output=True, text=True)
         assert killed.returncode == 0, killed.stderr
-        out, _ = proc.communicate(timeout=900)
+        with limited(900) as limit_s:  # the restart on the other nodes and the rest of the run
+            out, _ = proc.communicate(timeout=limit_s)
     finally:
         proc.kill()
     return {"returncode": proc.returncode, "output": out, "node": node, "dir": shared / "node-lost"}

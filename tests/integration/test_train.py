@@ -14,6 +14,7 @@ import torch
 
 from forge_ray import api
 from tests.conftest import read_json
+from tests.time_limits import limited
 
 pytestmark = pytest.mark.slow
 STEPS = 24
@@ -211,7 +212,8 @@ def test_export_generates_the_same_greedy_tokens_in_vllm(dense):
             expected.append(out[0, len(p):].tolist())
     engine = VLLMEngine.options(num_cpus=1).remote(str(model_dir))
     try:
-        got = ray.get(engine.generate.remote(prompts, max_tokens=12), timeout=600)
+        with limited(600) as limit_s:  # the engine's start (vLLM on CPU) and 4 greedy answers
+            got = ray.get(engine.generate.remote(prompts, max_tokens=12), timeout=limit_s)
     finally:
         ray.kill(engine)
     assert [g[0] for g in got] == expected

@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, VENV_BIN, _free_port, forge, read_json
+from tests.time_limits import limited
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,7 +97,8 @@ def test_submit_form_runs_a_pretrain_and_the_jobs_tab_shows_it(app_url, page, tm
 
     page.get_by_role("tab", name="Jobs").first.click()
     _pick(page, "job-run", "ui-pretrain")
-    page.locator("#run-status").filter(has_text="succeeded").wait_for(timeout=480_000)
+    with limited(480) as limit_s:
+        page.locator("#run-status").filter(has_text="succeeded").wait_for(timeout=limit_s * 1000)
     plot = page.locator("#metrics-plot img").first
     plot.wait_for()
     assert plot.evaluate("img => img.naturalWidth * img.naturalHeight") > 10_000
