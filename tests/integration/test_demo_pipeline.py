@@ -29,11 +29,11 @@ def _rows(path) -> list[dict]:
 
 def test_every_stage_succeeded_with_lineage(demo):
     pipe = read_json(demo / "demo" / "manifest.json")
-    assert [s["status"] for s in pipe["stages"]] == ["succeeded"] * len(pipe["stages"]) and len(pipe["stages"]) == 11
+    assert [s["status"] for s in pipe["stages"]] == ["succeeded"] * len(pipe["stages"]) and len(pipe["stages"]) == 12
     assert read_json(demo / "demo-sft" / "manifest.json")["parents"] == ["demo-pretrain", "demo-sft-data"]
     assert set(read_json(demo / "demo-pretrain" / "manifest.json")["parents"]) == {"demo-corpus", "demo-tokenizer"}
     for run in ("demo-dpo", "demo-rm"):
-        assert sorted(read_json(demo / run / "manifest.json")["parents"]) == sorted(["demo-sft", f"{run}-data"])
+        assert sorted(read_json(demo / run / "manifest.json")["parents"]) == ["demo-prefs", "demo-sft"]
     assert read_json(demo / "demo-grpo" / "manifest.json")["parents"] == ["demo-sft"]
 
 
