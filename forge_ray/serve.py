@@ -2,8 +2,10 @@
 (``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``) — vLLM's own server on this
 machine, or with ``--replicas N`` (or ``MIN:MAX``) vLLM replicas on Ray Serve across the
 cluster (``serve_cluster.py``); on 127.0.0.1 unless told otherwise, and with an API key
-required for any other address. ``forge serve --stop RUN`` ends either. The server's address, port, pid and key hash are kept
-under the storage root (``serve/<run>.json``) so ``--stop`` and the UI can find it.
+required for any other address. With a key, every route needs it (``serve_keys``), not only
+``/v1``. ``forge serve --stop RUN`` ends either. The server's address, port and pid (never the
+key, nor a digest of it) are kept under the storage root (``serve/<run>.json``) so ``--stop``
+and the UI can find it.
 
     forge serve demo-sft                         # http://127.0.0.1:8000/v1, model name "demo-sft"
     forge serve demo-sft --host 0.0.0.0 --api-key "$KEY"
@@ -13,7 +15,6 @@ under the storage root (``serve/<run>.json``) so ``--stop`` and the UI can find 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from forge_ray import serve_keys
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -78,21 +81,25 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
     if not torch.cuda.is_available():
         cmd.append("--enforce-eager")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    if api_key:
-        env["VLLM_API_KEY"] = api_key  # not on the command line, where `ps` would show it
+    env.pop("VLLM_API_KEY", None)  # vLLM's own check covers /v1 only; ours covers every route
+    headers = {}
+    if api_key:  # the server holds a salted digest; the key is neither in `ps` nor in its environment
+        cmd += ["--middleware", f"{serve_keys.__name__}.RequireKeyOnEveryRoute"]
+        env[serve_keys.DIGEST_ENV] = serve_keys.digest(api_key)
+        headers["Authorization"] = f"Bearer {api_key}"
     log_path = Path(rec_dir.path) / f"{run_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     info = {"run": run_name, "url": f"{url}/v1", "pid": proc.pid, "host": host, "port": port, "log": str(log_path),
-            "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest() if api_key else None}
+            "api_key": bool(api_key)}
     deadline = time.time() + wait_s
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"the vLLM server exited ({proc.returncode}); see {log_path}")
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
+            urllib.request.urlopen(urllib.request.Request(f"{url}/health", headers=headers), timeout=2)
             break
         except OSError:
             if time.time() > deadline:

@@ -9,7 +9,7 @@ answers on the same URL. Each run is its own Serve application at ``/<run>``, so
 can be served side by side and stopped one by one.
 
 Ray's router has no API keys; ``KeyedOpenAiIngress`` adds them: every endpoint of the router
-first checks ``Authorization: Bearer <key>`` against the key's SHA-256 (the key itself is
+first checks ``Authorization: Bearer <key>`` against a salted digest of the key (the key itself is
 never stored in the cluster's config). Keys are required when the proxy listens on anything
 but loopback, as for the single server.
 
@@ -23,8 +23,6 @@ this command. The model directory must be readable from every node (the storage 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import inspect
 import logging
 import os
@@ -34,6 +32,7 @@ import typing
 from ray.serve.llm.ingress import OpenAiIngress
 from starlette.requests import Request
 
+from forge_ray import serve_keys
 from forge_ray.serve import LOOPBACK
 
 
@@ -80,18 +79,16 @@ def _router_endpoints() -> list[str]:
 class KeyedOpenAiIngress(OpenAiIngress):
     """Ray's OpenAI router with an API key on every endpoint (when a key is set)."""
 
-    def __init__(self, *args, api_key_sha256: str | None = None, **kwargs):
+    def __init__(self, *args, api_key_digest: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._key_sha256 = api_key_sha256
+        self._key_digest = api_key_digest
 
     def _check_key(self, request: Request) -> None:
-        if self._key_sha256 is None:
+        if self._key_digest is None:
             return
         from fastapi import HTTPException
 
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = hashlib.sha256(token.strip().encode()).hexdigest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._key_sha256):
+        if not serve_keys.bearer_matches(request.headers.get("authorization"), self._key_digest):
             raise HTTPException(status_code=401, detail="invalid or missing API key (Authorization: Bearer KEY)")
 
 
@@ -121,7 +118,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     if http.host not in LOOPBACK and not api_key:
         raise PermissionError(f"Serve on this cluster already listens on {http.host}:{http.port}; "
                               "an API key (--api-key) is required there")
-    key_sha256 = hashlib.sha256(api_key.encode()).hexdigest() if api_key else None
+    key_digest = serve_keys.digest(api_key) if api_key else None  # salted: the key never enters the cluster
     gpu = gpus_per_replica > 0
     bundle = {"CPU": cpus_per_replica, **({"GPU": gpus_per_replica} if gpu else {})}
     scaling = ({"num_replicas": low} if low == high else
@@ -138,7 +135,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     app = build_openai_app({
         "llm_configs": [config],
         "ingress_cls_config": {"ingress_cls": KeyedOpenAiIngress, "ingress_extra_kwargs": {
-            "api_key_sha256": key_sha256}},
+            "api_key_digest": key_digest}},
         "ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}},  # a router, not a model
     })
     serve.run_many([serve.RunTarget(app, name=app_name(run_name), route_prefix=f"/{run_name}")],
@@ -148,7 +145,7 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     return {"run": run_name, "backend": "ray-serve", "app": app_name(run_name),
             "url": f"http://{proxy_host}:{http.port}/{run_name}/v1", "host": http.host, "port": http.port,
             "replicas": {"min": low, "max": high}, "address": ray.get_runtime_context().gcs_address,
-            "resources_per_replica": bundle, "model": str(model_dir), "api_key_sha256": key_sha256}
+            "resources_per_replica": bundle, "model": str(model_dir), "api_key": bool(api_key)}
 
 
 def _wait_until_running(name: str, replicas: int, wait_s: float, show_progress: bool) -> None:

@@ -98,6 +98,39 @@ def test_served_model_answers_openai_clients_like_transformers(served, demo_runs
     assert_answers_like_transformers(served, demo_runs / "demo-sft" / "model")
 
 
+def test_every_route_of_the_served_model_needs_the_key(served, demo_runs):
+    """Every route the server has (its OpenAPI list, read with the key, plus the pages that list
+    leaves out) refuses a request without the key, a wrong key and a bare key; nothing on disk
+    holds the key or a digest of it."""
+    import urllib.error
+    import urllib.request
+
+    base = served.removesuffix("/v1")
+
+    def call(method: str, path: str, auth: str | None) -> int:
+        req = urllib.request.Request(base + path, method=method, data=b"{}" if method != "GET" else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": auth} if auth else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    with urllib.request.urlopen(urllib.request.Request(base + "/openapi.json", headers={
+            "Authorization": f"Bearer {KEY}"}), timeout=30) as r:
+        listed = json.load(r)["paths"]
+    routes = {(m.upper(), p) for p, ops in listed.items() for m in ops if "{" not in p}
+    routes |= {("GET", p) for p in ("/docs", "/redoc", "/openapi.json", "/metrics")}
+    assert {("POST", "/invocations"), ("POST", "/tokenize"), ("POST", "/v1/chat/completions")} <= routes
+    open_routes = [(m, p, auth) for m, p in sorted(routes) for auth in (None, "Bearer wrong", KEY)
+                   if call(m, p, auth) != 401]
+    assert not open_routes, open_routes
+    assert call("GET", "/health", f"Bearer {KEY}") == 200
+    record = (demo_runs / "serve" / "demo-sft.json").read_text()
+    assert KEY not in record and "sha256" not in record and json.loads(record)["api_key"] is True
+
+
 def test_replicas_on_ray_serve_answer_like_transformers(served, ray_connected, demo_runs):
     """`forge serve --replicas 2` on the session's cluster: two vLLM replicas behind Ray's
     OpenAI router, every route keyed; `--stop` removes the application and its route. (The

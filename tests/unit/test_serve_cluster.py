@@ -3,12 +3,11 @@ OpenAI router, and the refusal to deploy onto a Ray that would end with the comm
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 
 import pytest
 
-from forge_ray import serve_cluster
+from forge_ray import serve_cluster, serve_keys
 
 
 def test_replicas_are_a_count_or_autoscaling_bounds():
@@ -32,7 +31,7 @@ def test_every_router_route_checks_the_key_first():
         assert all(not isinstance(p.annotation, str) for p in sig.parameters.values())
 
     router = object.__new__(serve_cluster.KeyedOpenAiIngress)
-    router._key_sha256 = hashlib.sha256(b"k3y").hexdigest()
+    router._key_digest = serve_keys.digest("k3y")
 
     def request(auth: str | None) -> Request:
         headers = [(b"authorization", auth.encode())] if auth else []
@@ -43,7 +42,7 @@ def test_every_router_route_checks_the_key_first():
         with pytest.raises(HTTPException) as refused:
             router._check_key(request(auth))
         assert refused.value.status_code == 401
-    router._key_sha256 = None  # no key configured (loopback): every request passes
+    router._key_digest = None  # no key configured (loopback): every request passes
     router._check_key(request(None))
 
 
