@@ -283,13 +283,13 @@ def chat_models(storage: str | None = None) -> list[str]:
 def generate(run_name: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
              storage: str | None = None) -> Iterator[str]:
     """A run's (or an endpoint's, ``URL#model``) answer to ``prompt``, streamed: the text so far
-    after each token. An endpoint's key comes from ``$FORGE_ENDPOINT_API_KEY``."""
+    after each token. An endpoint gets ``$FORGE_ENDPOINT_API_KEY`` only when its base URL is
+    one of ``$FORGE_ENDPOINT_URLS`` (see :func:`forge_ray.eval.endpoint.endpoint_key`)."""
     from forge_ray.eval.arena import stream_answer
-    from forge_ray.eval.endpoint import is_endpoint, stream_endpoint
+    from forge_ray.eval.endpoint import endpoint_key, is_endpoint, stream_endpoint
 
     if is_endpoint(run_name):
-        yield from stream_endpoint(run_name, prompt, max_new_tokens, temperature,
-                                   os.environ.get("FORGE_ENDPOINT_API_KEY"))
+        yield from stream_endpoint(run_name, prompt, max_new_tokens, temperature, endpoint_key(run_name))
         return
     store = Storage(storage)
     if not store.is_local:

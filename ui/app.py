@@ -232,7 +232,7 @@ def build(storage: str | None = None, address: str | None = None):
         with gr.Tab("Arena"):
             with gr.Row():
                 # a run, a `forge serve` endpoint, or any OpenAI-compatible URL#model typed in (the model
-                # a team rents today); an endpoint's key comes from $FORGE_ENDPOINT_API_KEY
+                # a team rents today); $FORGE_ENDPOINT_API_KEY goes only to the URLs in $FORGE_ENDPOINT_URLS
                 model_a = gr.Dropdown(app.chat_models(), label="model A", elem_id="model-a", allow_custom_value=True)
                 model_b = gr.Dropdown(app.chat_models(), label="model B", elem_id="model-b", allow_custom_value=True)
             with gr.Row():

@@ -2,11 +2,22 @@
 the model a team rents today, or one ``forge serve`` runs, asked the same task items as the
 local models — through the chat API for chat-style tasks, the completions API for plain
 ones, greedy. Only the items go to the endpoint; it is the user's choice which URL to name.
-Generative tasks only: an endpoint has no log-likelihoods we can trust to match ours."""
+Generative tasks only: an endpoint has no log-likelihoods we can trust to match ours.
+
+Keys: ``$FORGE_ENDPOINT_API_KEY`` goes only to the base URLs the operator lists in
+``$FORGE_ENDPOINT_URLS`` (comma-separated, e.g. ``http://10.0.0.5:8000/v1``); any other URL a
+user types into the arena, an eval spec or an agent's call is asked without a key, so a typed
+``http://attacker/v1#m`` never receives it (:func:`endpoint_key`).
+"""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+KEY_ENV = "FORGE_ENDPOINT_API_KEY"
+URLS_ENV = "FORGE_ENDPOINT_URLS"
 
 
 def is_endpoint(ref: str) -> bool:
@@ -21,6 +32,39 @@ def split_ref(ref: str) -> tuple[str, str]:
     return url, name
 
 
+def canonical_url(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of an endpoint's base URL, or None for one that cannot be
+    matched safely (credentials, a query or a fragment in it, no host, another scheme)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port, parts.path.rstrip("/")
+
+
+def endpoint_key(ref: str) -> str | None:
+    """The key to send to endpoint ``ref`` (``URL#model`` or a base URL): ``$FORGE_ENDPOINT_API_KEY``
+    when the base URL is exactly one of ``$FORGE_ENDPOINT_URLS``, else None."""
+    key = os.environ.get(KEY_ENV)
+    target = canonical_url(ref.partition("#")[0])
+    if not key or target is None:
+        return None
+    allowed = {canonical_url(u) for u in os.environ.get(URLS_ENV, "").split(",") if u.strip()}
+    return key if target in allowed - {None} else None
+
+
+def _refused(url: str, api_key: str | None) -> PermissionError:
+    if api_key:
+        return PermissionError(f"endpoint {url} refused the key (401)")
+    why = (f"it is not one of ${URLS_ENV}, the only URLs ${KEY_ENV} is sent to" if os.environ.get(KEY_ENV)
+           else f"no ${KEY_ENV} is set")
+    return PermissionError(f"endpoint {url} wants an API key (401); none was sent because {why}")
+
+
 class EndpointModel:
     """The interface :func:`forge_ray.eval.tasks.run_task` uses, over HTTP."""
 
@@ -28,6 +72,7 @@ class EndpointModel:
         from openai import OpenAI
 
         self.url, self.name = split_ref(ref)
+        self.api_key = api_key
         self.client = OpenAI(base_url=self.url, api_key=api_key or "none", timeout=timeout_s, max_retries=2)
         self.concurrency = concurrency
 
@@ -50,8 +95,13 @@ class EndpointModel:
         return r.choices[0].text
 
     def generate(self, prompts: list, max_new_tokens: int = 32) -> list[str]:
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda p: self._ask(p, max_new_tokens), prompts))
+        import openai
+
+        try:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                return list(pool.map(lambda p: self._ask(p, max_new_tokens), prompts))
+        except openai.AuthenticationError:
+            raise _refused(self.url, self.api_key) from None
 
     def decode(self, text: str, style: str = "auto") -> str:
         return text.strip().split("\n")[0] if style == "plain" else text.strip()
@@ -60,12 +110,15 @@ class EndpointModel:
 def stream_endpoint(ref: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
                     api_key: str | None = None):
     """The arena's side of an endpoint: one chat answer, streamed (the text so far per chunk)."""
-    from openai import OpenAI
+    import openai
 
     url, name = split_ref(ref)
-    client = OpenAI(base_url=url, api_key=api_key or "none", timeout=120, max_retries=1)
-    stream = client.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}],
-                                            max_tokens=max_new_tokens, temperature=temperature, stream=True)
+    client = openai.OpenAI(base_url=url, api_key=api_key or "none", timeout=120, max_retries=1)
+    try:
+        stream = client.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=max_new_tokens, temperature=temperature, stream=True)
+    except openai.AuthenticationError:
+        raise _refused(url, api_key) from None
     text = ""
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 from forge_ray.runner import Context, InputError, StageResult, input_dir
@@ -57,7 +56,7 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
     ctx.ensure_ray()
     task_dicts = spec_to_dict(spec)["tasks"]
     with contextlib.ExitStack() as inputs:
-        from forge_ray.eval.endpoint import evaluate_endpoint, is_endpoint
+        from forge_ray.eval.endpoint import endpoint_key, evaluate_endpoint, is_endpoint
 
         local = [ref for ref in spec.models if not is_endpoint(ref)]
         dirs = {ref: str(inputs.enter_context(input_dir(ctx, ref.removeprefix("random:"), "model"))) for ref in local}
@@ -68,8 +67,8 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
                    "fewshot": spec.harness_fewshot, "limit": spec.harness_limit}
         pending = {remote.remote(dirs[ref], spec.seed if ref.startswith("random:") else None, task_dicts, texts,
                                  spec.backend, spec.batch_size, threads, harness): ref for ref in local}
-        key = os.environ.get("FORGE_ENDPOINT_API_KEY")  # read here: Ray tasks do not see the driver's env
-        pending.update({ray.remote(evaluate_endpoint).options(num_cpus=0.1).remote(ref, task_dicts, key): ref
+        # each endpoint's key resolved here (Ray tasks do not see the driver's env): only to listed URLs
+        pending.update({ray.remote(evaluate_endpoint).options(num_cpus=0.1).remote(ref, task_dicts, endpoint_key(ref)): ref
                         for ref in spec.models if is_endpoint(ref)})
         results: dict[str, dict] = {}
         with ctx.progress(f"{spec.name}: models", total=len(pending), unit="model") as bar:

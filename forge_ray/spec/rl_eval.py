@@ -141,7 +141,7 @@ class EvalStage(StageSpec):
 
     KIND: ClassVar[str] = "eval"
     models: list[str] = opt(help="run names, HF model directories, random:RUN (RUN's architecture, untrained), "
-                                 "or OpenAI-compatible endpoints http://host:port/v1#model (key: $FORGE_ENDPOINT_API_KEY)")
+                                 "or OpenAI-compatible endpoints http://host:port/v1#model (key: $FORGE_ENDPOINT_API_KEY, sent only to the URLs in $FORGE_ENDPOINT_URLS)")
     tasks: list[TaskSpec] = opt([], "task suites")
     perplexity: list[SourceSpec] = opt([], "text for perplexity and bits-per-byte")
     perplexity_dataset: str | None = opt(None, "a data run whose held-out (val) documents are scored for "

@@ -172,6 +172,7 @@ def test_replicas_on_ray_serve_answer_like_transformers(served, ray_connected, d
 
 def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_runs, demo_data, monkeypatch):
     monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    monkeypatch.setenv("FORGE_ENDPOINT_URLS", served)  # the key goes to listed endpoints only
     endpoint = f"{served}#demo-sft"
     info = api.compare([endpoint, "demo-sft", "demo-pretrain"],
                        [{"name": "facts", "path": str(demo_data / "eval.jsonl"), "scorer": "contains_answer",
@@ -193,6 +194,7 @@ def test_the_arena_talks_to_a_served_endpoint_like_to_the_local_run(served, demo
     """The UI arena's model side (``api.generate``): an endpoint streams the same greedy answer
     as the local run, and the endpoint `forge serve` started is offered beside the runs."""
     monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    monkeypatch.setenv("FORGE_ENDPOINT_URLS", served)  # the key goes to listed endpoints only
     endpoint = f"{served}#demo-sft"
     assert endpoint in api.chat_models(str(demo_runs)) and "demo-sft" in api.chat_models(str(demo_runs))
     question = "Who leads Team Otter?"
