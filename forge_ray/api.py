@@ -71,8 +71,9 @@ def describe_error(exc: BaseException):
 def input_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the input is wrong" (exit code 2), whatever stage raised them."""
     from forge_ray.data.sources import DataError
+    from forge_ray.runs import RunNameError
 
-    return SpecError, DataError, FileNotFoundError
+    return SpecError, DataError, FileNotFoundError, RunNameError
 
 
 def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:
@@ -190,6 +191,7 @@ def run(spec: SpecLike, overrides: list[str] | None = None, storage: str | None 
 def status(run_or_job: str, storage: str | None = None, address: str | None = None) -> RunInfo | JobInfo:
     """A run's manifest summary, or a Ray job's status when no run has that name."""
     store = Storage(storage)
+    store.checked_name(run_or_job)  # a job id is a plain name too; `../x` is neither
     if store.exists(run_or_job):
         m = store.run(run_or_job).manifest()
         return RunInfo(name=m["name"], kind=m["kind"], status=m["status"], run_dir=store.run(run_or_job).path,
@@ -432,7 +434,7 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
 def logs(run_or_job: str, storage: str | None = None, address: str | None = None, follow: bool = False) -> Iterator[str]:
     """Log text of a run (its ``run.log``, or its Ray job's driver log) or of a job id."""
     store = Storage(storage)
-    job_id = run_or_job
+    job_id = store.checked_name(run_or_job)
     if store.exists(run_or_job):
         run = store.run(run_or_job)
         job_id = run.manifest().get("job_id")
@@ -466,7 +468,7 @@ def _follow_file(run, follow: bool) -> Iterator[str]:
 def stop(job_id: str, address: str | None = None, storage: str | None = None) -> JobInfo:
     """Stop a Ray job (by job id, or by the run name it was submitted for)."""
     store = Storage(storage)
-    if store.exists(job_id):
+    if store.exists(store.checked_name(job_id)):
         job_id = store.run(job_id).manifest().get("job_id") or job_id
     client = _jobs_client(address)
     client.stop_job(job_id)

@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
+from forge_ray.spec.base import RUN_NAME
+
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -41,6 +43,11 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     if "://" in root:
         return pafs.FileSystem.from_uri(root)
     return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+
+
+class RunNameError(ValueError):
+    """A run name that is not a plain name under the storage root: ``../x``, ``/abs``,
+    ``a/../../b``, or a name whose directory is a symlink out of the root."""
 
 
 class RunExistsError(ValueError):
@@ -67,10 +74,29 @@ class Storage:
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    def checked_name(self, name: str) -> str:
+        """``name`` when it is one plain component whose directory (after symlinks, on local
+        storage) lies inside the root; otherwise :class:`RunNameError`. Every face (CLI, API,
+        UI, MCP, arena) reaches a run through :meth:`run`, so this is the one place that decides."""
+        if not isinstance(name, str) or not RUN_NAME.match(name):
+            raise RunNameError(f"{name!r} is not a run name: letters, digits, '-', '_' or '.', starting with a "
+                               "letter or digit, ≤100 chars (no '/', no '..')")
+        if self.is_local:
+            root = os.path.realpath(self.base)
+            real = os.path.realpath(os.path.join(self.base, name))
+            if real == root or os.path.commonpath([root, real]) != root:
+                raise RunNameError(f"run {name!r} leads out of the storage root {self.base} (a symlink to {real})")
+        return name
+
     def run(self, name: str) -> "RunDir":
-        return RunDir(self, name)
+        return RunDir(self, self.checked_name(name))
 
     def exists(self, name: str) -> bool:
+        """Whether ``name`` is a run here (a name that cannot be one, or leads out of the root, is not)."""
+        try:
+            name = self.checked_name(name)
+        except RunNameError:
+            return False
         return self.fs.get_file_info(f"{self.base}/{name}/manifest.json").type == pafs.FileType.File
 
     def list_runs(self) -> list[dict]:

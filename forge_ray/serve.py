@@ -42,7 +42,7 @@ def _serve_cluster():
 
 
 def _record(storage, run_name: str):
-    return storage.run("serve"), f"{run_name}.json"
+    return storage.run("serve"), f"{storage.checked_name(run_name)}.json"
 
 
 def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

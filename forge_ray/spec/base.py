@@ -8,7 +8,8 @@ from typing import ClassVar
 
 from forge_ray.spec.typed import opt
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: a run name: one plain path component under the storage root (``forge_ray.runs`` enforces it)
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass(kw_only=True)
@@ -27,7 +28,7 @@ class StageSpec:
     def check(self):
         if self.kind != self.KIND:
             yield "kind", f"must be {self.KIND!r} for this spec class, got {self.kind!r}", ""
-        if not _NAME.match(self.name or ""):
+        if not RUN_NAME.match(self.name or ""):
             yield "name", f"{self.name!r} is not a valid run name", "use letters, digits, '-', '_' or '.', ≤100 chars"
 
     def input_runs(self) -> dict[str, str]:

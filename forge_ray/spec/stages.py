@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from forge_ray.spec.base import _NAME, StageSpec  # noqa: F401 - re-exported
+from forge_ray.spec.base import RUN_NAME, StageSpec  # noqa: F401 - re-exported
 from forge_ray.spec.rl_eval import ColocateSpec, EvalStage, RLStage, RolloutSpec, TaskSpec  # noqa: F401
 from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceSpec, TrainSpec
 from forge_ray.spec.typed import opt
