@@ -175,7 +175,14 @@ class TrainableWorker:
         self.engine.save_checkpoint(directory, tag="engine")
 
     def load_checkpoint(self, directory: str) -> None:
-        self.engine.load_checkpoint(directory, tag="engine", load_optimizer_states=True, load_lr_scheduler_states=True)
+        """``directory`` is this role's part of a sealed RL checkpoint: loaded from a private,
+        verified copy of the whole checkpoint (see :func:`forge_ray.train.checkpoint.verified_copy`)."""
+        from forge_ray.train.checkpoint import verified_copy
+
+        part = Path(directory)
+        with verified_copy(part.parent) as copy:
+            self.engine.load_checkpoint(str(copy / part.name), tag="engine", load_optimizer_states=True,
+                                        load_lr_scheduler_states=True)
 
 
 def _build_objective(role: str, model_dir: str, kwargs: dict):
