@@ -30,7 +30,8 @@ VENV_BIN = Path(sys.executable).parent
 
 def forge(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the ``forge`` CLI as a user would, capturing output; the call's duration goes to
-    the time-limit ledger against ``timeout`` under the caller's file:line."""
+    the time-limit ledger against ``timeout`` under the caller's file:line. The slowest call
+    under the default 600 s, measured on a clean clone: `forge serve --replicas 2` (75 s)."""
     full_env = {**os.environ, **(env or {})}
     with time_limits.limited(timeout, time_limits.caller_site()):
         return subprocess.run([str(VENV_BIN / "forge"), *args], capture_output=True, text=True, cwd=REPO,
@@ -62,7 +63,7 @@ def ray_cluster(tmp_path_factory):
            "--disable-usage-stats"]
     # the venv's python first on PATH, as on a cluster image: job entrypoints run `python`
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with time_limits.limited(180) as limit_s:
+    with time_limits.limited(180) as limit_s:  # measured 4.2 s on a clean clone
         subprocess.run(cmd, check=True, capture_output=True, timeout=limit_s, env=env)
     info = {"gcs": f"127.0.0.1:{gcs_port}", "dashboard": f"http://127.0.0.1:{dash_port}"}
     _wait_for_jobs_api(info["dashboard"])
@@ -142,7 +143,7 @@ def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
     limit = time_limits.FIXTURE_LIMITS["demo_runs"] - 60  # the CLI's own limit, inside the fixture's alarm
     env = {"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}
     try:
-        result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage), env=env, timeout=limit)
+        result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage), env=env, timeout=limit)  # measured 498 s on a clean clone
     except subprocess.TimeoutExpired as exc:
         tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         pytest.fail(describe_pipeline_failure(storage, "demo", f"ran past its {limit} s limit", tail), pytrace=False)
@@ -152,7 +153,12 @@ def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
     return storage
 
 
-# every fixture's budget, the ledger of limits and the headroom check: tests/suite_plugin.py
-from tests.suite_plugin import (  # noqa: E402,F401  (pytest finds hooks by name in a conftest)
-    pytest_fixture_setup, pytest_runtest_makereport, pytest_runtest_setup, pytest_sessionfinish,
-    pytest_terminal_summary)
+def pytest_configure(config):
+    """Every fixture's budget, the ledger of limits and the headroom check (tests/suite_plugin.py),
+    registered as a plugin of the whole session: hooks kept in this conftest would not see the
+    session-scoped fixtures (pytest asks the session node's hooks for those, and this conftest
+    only belongs to nodes under tests/)."""
+    from tests import suite_plugin
+
+    if not config.pluginmanager.is_registered(suite_plugin):
+        config.pluginmanager.register(suite_plugin, "forge-suite-time-limits")

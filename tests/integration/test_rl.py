@@ -80,7 +80,7 @@ def test_vllm_generates_what_hf_generates_after_a_weight_update(grpo, demo_runs)
                for q in ("Who leads Team Otter?", "Where is Team Lynx based?", "What is the part number of X?")]
     engine = VLLMEngine.options(num_cpus=0.5).remote(str(demo_runs / "demo-sft" / "model"))  # the old weights
     try:
-        with limited(600) as limit_s:  # the engine's start (vLLM on CPU) and 3 greedy answers
+        with limited(600) as limit_s:  # measured 20 s on a clean clone; the engine's start (vLLM on CPU) and 3 greedy answers
             before = ray.get(engine.generate.remote(prompts, max_tokens=12, stop_token_ids=[]), timeout=limit_s)
         ray.get(engine.update_weights.remote(weights_blob(trained.state_dict())))
         after = ray.get(engine.generate.remote(prompts, max_tokens=12, stop_token_ids=[]))

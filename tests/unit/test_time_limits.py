@@ -13,21 +13,26 @@ from tests.time_limits import REPO
 
 CONFTEST = """
 from tests import time_limits
-from tests.suite_plugin import (pytest_fixture_setup, pytest_runtest_makereport, pytest_runtest_setup,
-                                pytest_sessionfinish, pytest_terminal_summary)
+from tests.conftest import pytest_configure
 time_limits.FIXTURE_LIMITS.update({limits})
 """
 
 
-def run_session(tmp_path: Path, limits: dict, tests: str) -> subprocess.CompletedProcess:
-    (tmp_path / "conftest.py").write_text(CONFTEST.format(limits=limits))
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent(tests))
+def run_session(tmp_path: Path, limits: dict, tests: str, where: str = ".") -> subprocess.CompletedProcess:
+    conftest = tmp_path / where / "conftest.py"
+    extra = conftest.read_text() if conftest.exists() else ""
+    conftest.write_text(CONFTEST.format(limits=limits) + extra)
+    (tmp_path / where / "test_inner.py").write_text(textwrap.dedent(tests))
     env = {"PYTHONPATH": str(REPO), "FORGE_TEST_TIME_LEDGER": str(tmp_path / "ledger.json"), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "."], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
 
 
 def test_a_fixture_with_less_than_30_percent_headroom_fails_the_session_though_every_test_passed(tmp_path):
-    out = run_session(tmp_path, {"tight": 1.2, "roomy": 5}, """
+    """The hooks and fixtures live in a sub-directory's conftest, as the suite's do (tests/):
+    session fixtures are set up through the session node's hooks, which only a plugin
+    registered for the whole session sees."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "conftest.py").write_text(textwrap.dedent("""
         import time, pytest
 
         @pytest.fixture(scope="session")
@@ -37,10 +42,11 @@ def test_a_fixture_with_less_than_30_percent_headroom_fails_the_session_though_e
         @pytest.fixture(scope="session")
         def roomy():
             time.sleep(1.0)
-
+    """))
+    out = run_session(tmp_path, {"tight": 1.2, "roomy": 5}, """
         def test_one(tight, roomy):
             pass
-    """)
+    """, where="sub")
     assert "1 passed" in out.stdout, out.stdout
     assert out.returncode == 1, out.stdout
     summary = out.stdout[out.stdout.index("time limits"):]
