@@ -71,9 +71,10 @@ def describe_error(exc: BaseException):
 def input_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the input is wrong" (exit code 2), whatever stage raised them."""
     from forge_ray.data.sources import DataError
+    from forge_ray.allowed_paths import PathNotAllowed
     from forge_ray.runs import RunNameError
 
-    return SpecError, DataError, FileNotFoundError, RunNameError
+    return SpecError, DataError, FileNotFoundError, RunNameError, PathNotAllowed
 
 
 def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:

@@ -98,6 +98,9 @@ def input_dir(ctx: "Context", ref: str, output: str) -> Iterator[Path]:
     """A local directory for an input: a run's named output (fetched when storage is remote),
     or ``ref`` itself when it is a local directory (e.g. an HF tokenizer/model folder)."""
     if os.path.isdir(ref) and not ctx.storage.exists(ref):
+        from forge_ray.allowed_paths import require_allowed
+
+        require_allowed(ref, f"{output} directory")
         yield Path(ref)
         return
     run = ctx.storage.run(ref)
@@ -116,8 +119,14 @@ def input_problems(spec: StageSpec, storage: Storage, produced_earlier: set[str]
     """Inputs that name runs which don't exist (or did not succeed) and are not made earlier."""
     problems = []
     for field_name, run_name in spec.input_runs().items():
-        if run_name in produced_earlier or os.path.isdir(run_name):
-            continue  # produced by an earlier pipeline stage, or a local HF directory
+        if run_name in produced_earlier:
+            continue  # produced by an earlier pipeline stage
+        if os.path.isdir(run_name):  # a local HF directory: it must be one the deployment allows
+            from forge_ray.allowed_paths import path_problem
+
+            if problem := path_problem(run_name):
+                problems.append(Problem(field_name, *problem))
+            continue
         if not storage.exists(run_name):
             problems.append(Problem(field_name, f"names run {run_name!r}, which does not exist in {storage.uri}",
                                     "run that stage first, or chain both in a pipeline spec"))

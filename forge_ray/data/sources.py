@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
+from forge_ray.allowed_paths import require_allowed
 from forge_ray.spec.sections import SourceSpec
 
 _EXT_TYPES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -88,6 +89,7 @@ def expand_source(spec: SourceSpec, index: int = 0) -> list[SourceFile]:
         raise DataError(spec.path, None, "no files match", f"include={spec.include} exclude={spec.exclude}")
     out = []
     for p, rel in sorted(files):
+        require_allowed(p if "://" not in spec.path else spec.path.split("://")[0] + "://" + p, "source file")
         ext = PurePosixPath(p).suffix.lower()
         ftype = spec.type if spec.type != "auto" else _EXT_TYPES.get(ext, "text")
         out.append(SourceFile(p, rel, ftype, spec.format, spec.field, index))

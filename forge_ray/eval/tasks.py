@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forge_ray.allowed_paths import require_allowed
 from forge_ray.spec.stages import TaskSpec
 
 ALIASES = {"regex": "regex_match", "numeric": "numeric_match"}
@@ -32,6 +33,7 @@ def load_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], list[dict]]:
     path = Path(task.path)
     if not path.is_file():
         raise TaskError(f"task {task.name!r}: {path} does not exist")
+    require_allowed(str(path), f"task {task.name!r} file")
     rows = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -15,6 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
+from forge_ray.allowed_paths import require_allowed
+
 SUPPORTED = {"LlamaForCausalLM": "dense", "MistralForCausalLM": "dense", "MixtralForCausalLM": "moe"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -67,6 +69,7 @@ def import_model(path: str | Path, name: str, storage) -> dict:
     tokenizer), a manifest with fingerprints, parameter count and architecture."""
     from transformers import AutoConfig
 
+    require_allowed(str(path), "imported model directory")
     src = Path(path).resolve()
     info = inspect(src)
     AutoConfig.from_pretrained(src, trust_remote_code=False)  # a config transformers understands

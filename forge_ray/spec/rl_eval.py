@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -162,17 +163,14 @@ class EvalStage(StageSpec):
     gpus_per_model: float = opt(0.0, "GPUs of each model's evaluation task", ge=0)
 
     def check(self):
-        from forge_ray.spec.sections import traversal_problem
+        from forge_ray.spec.sections import path_problems
 
         yield from super().check()
         for i, task in enumerate(self.tasks):
-            problem = traversal_problem(task.path)
-            if problem:
-                yield f"tasks[{i}].path", *problem
-        for i, path in enumerate(self.harness_include):
-            problem = traversal_problem(path)
-            if problem:
-                yield f"harness_include[{i}]", *problem
+            for _, message, hint in path_problems("path", [task.path]):
+                yield f"tasks[{i}].path", message, hint
+        yield from path_problems("harness_include", self.harness_include)
+        yield from path_problems("models", [m for m in self.models if os.path.isdir(m)])  # local model dirs
         if not self.models:
             yield "models", "needs at least one model", ""
         if len(set(self.models)) != len(self.models):

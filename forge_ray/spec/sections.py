@@ -34,26 +34,18 @@ class SourceSpec:
     def check(self):
         if not self.path:
             yield "path", "must not be empty", "give a file, directory or glob"
-        problem = traversal_problem(self.path)
+        yield from path_problems("path", [self.path])
+
+
+def path_problems(key: str, paths: list[str]):
+    """``(key, message, hint)`` for each path a spec may not name (see ``forge_ray.allowed_paths``):
+    outside ``FORGE_ALLOWED_DATA_ROOTS`` when that is set, or climbing out with ``..``."""
+    from forge_ray.allowed_paths import path_problem
+
+    for i, path in enumerate(paths):
+        problem = path_problem(path) if path else None
         if problem:
-            yield "path", *problem
-
-
-def traversal_problem(path: str) -> tuple[str, str] | None:
-    """A ``..`` component in a spec path is refused (a spec may come from a web form or an agent:
-    it must not walk out of the directories it names) unless the resolved path lies under a
-    prefix listed in ``FORGE_ALLOWED_PATHS`` (``os.pathsep``-separated)."""
-    import os
-    from pathlib import Path
-
-    if ".." not in Path(path.split("://", 1)[-1]).parts:
-        return None
-    resolved = os.path.realpath(path)
-    allowed = [os.path.realpath(p) for p in os.environ.get("FORGE_ALLOWED_PATHS", "").split(os.pathsep) if p]
-    if any(resolved == a or resolved.startswith(a.rstrip(os.sep) + os.sep) for a in allowed):
-        return None
-    return (f"{path!r} climbs out of its directory with '..'",
-            "give the path without '..' (absolute is fine), or allow its prefix in FORGE_ALLOWED_PATHS")
+            yield (key if len(paths) == 1 and key == "path" else f"{key}[{i}]"), *problem
 
 
 @dataclass(kw_only=True)

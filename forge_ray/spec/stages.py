@@ -72,6 +72,11 @@ class CleanSpec:
     decontaminate: list[str] = opt([], "eval files (jsonl) whose long n-grams must not appear in training data")
     decontam_ngram: int = opt(13, "n-gram length for decontamination", ge=4)
 
+    def check(self):
+        from forge_ray.spec.sections import path_problems
+
+        yield from path_problems("decontaminate", self.decontaminate)
+
 
 @dataclass(kw_only=True)
 class DataStage(StageSpec):

@@ -63,6 +63,12 @@ class VLMStage(StageSpec):
             yield "init_from", "give either a language_model run or an earlier vlm run, not both", ""
         if not self.data:
             yield "data", "needs at least one JSONL file of image rows", ""
+        from forge_ray.spec.sections import path_problems
+
+        yield from path_problems("data", self.data)
+        if self.eval_vqa:
+            for _, message, hint in path_problems("path", [self.eval_vqa]):
+                yield "eval_vqa", message, hint
         if len(set(self.freeze)) == 3:
             yield "freeze", "freezes every part: nothing would train", "leave at least one part out"
         tokens = self.vision.resolve().n_image_tokens

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forge_ray.allowed_paths import require_allowed
+
 MEAN = STD = 0.5  # the image processor's normalisation (SigLIP-style), saved with the export
 
 
@@ -32,6 +34,7 @@ def load_image(image, root: str, size: int) -> np.ndarray:
         img = Image.open(io.BytesIO(image))
     else:
         path = Path(image) if Path(image).is_absolute() else Path(root) / image
+        require_allowed(str(path), "image")
         img = Image.open(path)
     img = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     pixels = np.asarray(img, dtype=np.float32) / 255.0
