@@ -408,9 +408,14 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
     store_uri = Storage(storage).uri
     if "://" not in store_uri:
         store_uri = str(Path(store_uri).resolve())  # the job runs elsewhere: give it an absolute root
-    spec_json = json.dumps(spec_to_dict(typed), separators=(",", ":"))
+    from forge_ray.spec.redact import redact
+
+    secret_names: set[str] = set()  # the job expands ${VAR} again from its runtime env, not from its command line
+    spec_json = json.dumps(redact(spec_to_dict(typed), used=secret_names), separators=(",", ":"))
     entrypoint = f"python -m forge_ray.cli run --spec-json {shlex.quote(spec_json)} --storage {shlex.quote(store_uri)}"
     env = dict(runtime_env or {})
+    if secret_names:
+        env["env_vars"] = {**env.get("env_vars", {}), **{n: os.environ[n] for n in secret_names}}
     if working_dir != "" and (working_dir or not _on_this_machine(client._address)):
         env = {"working_dir": working_dir or str(Path(__file__).resolve().parents[1]),
                "excludes": [".venv", "forge_runs", ".git", "**/__pycache__", "*.egg-info"], **env}

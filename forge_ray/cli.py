@@ -11,7 +11,7 @@ Every command takes ``--json`` and then prints one JSON document for machines.
     forge compare demo-pretrain demo-sft --task facts=forge_runs/demo-data/eval.jsonl:contains_answer
     forge report demo-eval
     forge serve demo-sft                                 # one vLLM server on 127.0.0.1:8000
-    forge serve demo-sft --replicas 1:4 --address HEAD:6379 --api-key "$KEY"   # Ray Serve, autoscaling
+    FORGE_SERVE_API_KEY=... forge serve demo-sft --replicas 1:4 --address HEAD:6379   # Ray Serve, autoscaling
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -112,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     _common(p)
 
-    p = sub.add_parser("ui", help="the web app: submit, jobs, arena, leaderboard (127.0.0.1 unless --auth)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --auth/--auth-file")
+    p = sub.add_parser("ui", help="the web app: submit, jobs, arena, leaderboard (127.0.0.1 unless authenticated)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --auth-file or "
+                                                       "$FORGE_UI_AUTH")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", help="USER:PASS required to log in")
-    p.add_argument("--auth-file", help="file holding USER:PASS or a token (user 'forge')")
+    p.add_argument("--auth", help=argparse.SUPPRESS)  # refused: a password on the command line shows in `ps`
+    p.add_argument("--auth-file", help="file holding USER:PASS or a token (user 'forge'); or set $FORGE_UI_AUTH")
     p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
     p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
 
@@ -132,15 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a run's model on an OpenAI-compatible API (vLLM, or Ray Serve with "
                                      "--replicas); --stop ends it")
     p.add_argument("run")
-    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --api-key")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs a key "
+                                                       "($FORGE_SERVE_API_KEY or --api-key-file)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", help="N, or MIN:MAX to autoscale: vLLM replicas on Ray Serve across the cluster "
                                       "(default: one vLLM server on this machine)")
     p.add_argument("--cpus-per-replica", type=float, default=1.0)
     p.add_argument("--gpus-per-replica", type=float, default=0.0)
     p.add_argument("--address", help="Ray cluster for --replicas (default: $RAY_ADDRESS, else the running one)")
-    p.add_argument("--api-key", default=os.environ.get("FORGE_SERVE_API_KEY"),
-                   help="key clients must send (default $FORGE_SERVE_API_KEY)")
+    p.add_argument("--api-key", help=argparse.SUPPRESS)  # refused: a key on the command line shows in `ps`
+    p.add_argument("--api-key-file", help="file holding the key clients must send (or set $FORGE_SERVE_API_KEY)")
     p.add_argument("--stop", action="store_true", help="stop the run's server")
     _common(p)
 
@@ -339,10 +342,14 @@ def _print_report(rep: dict) -> None:
 
 
 def _cmd_ui(args) -> int:
-    from ui.app import launch, read_auth
+    from ui.app import AUTH_ENV, launch, read_auth
 
+    if args.auth:
+        print(f"forge ui: --auth USER:PASS puts the password where every local user sees it (`ps`); put it in a "
+              f"file (--auth-file PATH, mode 0600) or in ${AUTH_ENV}", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        launch(args.host, args.port, args.storage, args.address, read_auth(args.auth, args.auth_file))
+        launch(args.host, args.port, args.storage, args.address, read_auth(args.auth_file))
     except PermissionError as exc:
         print(f"forge ui: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -374,10 +381,16 @@ def _cmd_serve(args) -> int:
     from forge_ray import serve
     from forge_ray.runs import Storage
 
+    if args.api_key:
+        print("forge serve: --api-key KEY puts the key where every local user sees it (`ps`); put it in a file "
+              "(--api-key-file PATH, mode 0600) or in $FORGE_SERVE_API_KEY", file=sys.stderr)
+        return EXIT_INVALID
+    key = (Path(args.api_key_file).read_text().strip() if args.api_key_file
+           else os.environ.get("FORGE_SERVE_API_KEY")) or None
     store = Storage(args.storage)
     try:
         info = serve.stop(store, args.run) if args.stop else serve.start(
-            store, args.run, args.host, args.port, args.api_key, replicas=args.replicas,
+            store, args.run, args.host, args.port, key, replicas=args.replicas,
             cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica, address=args.address)
     except (PermissionError, ValueError, FileNotFoundError) as exc:
         print(f"forge serve: {exc}", file=sys.stderr)

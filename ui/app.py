@@ -9,6 +9,8 @@ leaderboard. Every action goes through :mod:`forge_ray.api`, the same surface as
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import yaml
@@ -144,9 +146,11 @@ class App:
         return api.chat_models(self.storage)
 
     def battle(self, model_a: str, model_b: str, prompt: str, max_new_tokens: int):
-        """Both answers, streamed side by side (one token of each in turn)."""
+        """Both answers, streamed side by side (one token of each in turn); the last update also
+        carries the battle (models, prompt, the answers as generated) into the session's
+        server-side state, which is all a vote can refer to."""
         if not (model_a and model_b and prompt):
-            yield "pick two models and type a prompt", ""
+            yield "pick two models and type a prompt", "", None
             return
         streams = [api.generate(m, prompt, int(max_new_tokens), storage=self.storage) for m in (model_a, model_b)]
         texts, done = ["", ""], [False, False]
@@ -157,14 +161,21 @@ class App:
                         texts[i] = next(stream)
                     except StopIteration:
                         done[i] = True
-            yield texts[0], texts[1]
+            yield texts[0], texts[1], None
+        yield texts[0], texts[1], {"id": uuid.uuid4().hex, "model_a": model_a, "model_b": model_b, "prompt": prompt,
+                                   "answer_a": texts[0], "answer_b": texts[1]}
 
-    def vote(self, model_a: str, model_b: str, prompt: str, answer_a: str, answer_b: str, choice: str):
-        if not (model_a and model_b and prompt and (answer_a or answer_b)):
-            return "generate answers first", self.board()
-        api.vote(model_a, model_b, prompt, choice, storage=self.storage, answer_a=answer_a, answer_b=answer_b)
-        label = {"a": f"{model_a} is better", "b": f"{model_b} is better", "tie": "a tie", "both_bad": "both bad"}
-        return f"vote recorded: {label[choice]}", self.board()
+    def vote(self, battle: dict | None, choice: str, voter: str | None = None):
+        """One vote on the battle this session generated (never on answers a client sends), by the
+        logged-in user; the battle is then spent, so it is counted once."""
+        if not battle:
+            return "generate answers first", self.board(), None
+        api.vote(battle["model_a"], battle["model_b"], battle["prompt"], choice, storage=self.storage,
+                 answer_a=battle["answer_a"], answer_b=battle["answer_b"], battle=battle["id"],
+                 voter=voter or "local user (no login)")
+        label = {"a": f"{battle['model_a']} is better", "b": f"{battle['model_b']} is better", "tie": "a tie",
+                 "both_bad": "both bad"}
+        return f"vote recorded: {label[choice]}", self.board(), None
 
     def board(self) -> list[list]:
         return [[r["model"], r["rating"], f"{r['ci'][0]}–{r['ci'][1]}", r["games"], r["wins"]]
@@ -250,9 +261,10 @@ def build(storage: str | None = None, address: str | None = None):
                 vote_buttons = {c: gr.Button(t, elem_id=f"vote-{c}") for c, t in
                                 (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both bad"))}
             voted = gr.Markdown(elem_id="vote-result")
+            battle = gr.State(None)  # server-side, per session: not a parameter of the HTTP API
             for m in (model_a, model_b):
                 m.focus(lambda: gr.Dropdown(choices=app.chat_models()), None, m, api_name=False)
-            go.click(app.battle, [model_a, model_b, prompt, max_new], [answer_a, answer_b], api_name="battle")
+            go.click(app.battle, [model_a, model_b, prompt, max_new], [answer_a, answer_b, battle], api_name="battle")
         with gr.Tab("Leaderboard"):
             board = gr.Dataframe(headers=["model", "rating", "95% interval", "games", "wins"], value=app.board,
                                  interactive=False, elem_id="leaderboard")
@@ -260,8 +272,7 @@ def build(storage: str | None = None, address: str | None = None):
             gr.Button("Refresh", elem_id="refresh-board").click(lambda: (app.board(), app.eval_reports()), None,
                                                                 [board, reports], api_name=False)
         for choice, button in vote_buttons.items():
-            button.click(lambda a, b, p, x, y, c=choice: app.vote(a, b, p, x, y, c),
-                         [model_a, model_b, prompt, answer_a, answer_b], [voted, board], api_name=f"vote_{choice}")
+            button.click(_voter(app, choice, gr.Request), [battle], [voted, board, battle], api_name=f"vote_{choice}")
     return demo
 
 
@@ -271,17 +282,30 @@ def launch(host: str = "127.0.0.1", port: int = 7860, storage: str | None = None
     from forge_ray.runs import Storage
 
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
-        raise PermissionError(f"refusing to serve on {host} without authentication: pass --auth USER:PASS "
-                              "or --auth-file PATH (or bind 127.0.0.1)")
+        raise PermissionError(f"refusing to serve on {host} without authentication: pass --auth-file PATH "
+                              f"(USER:PASS or a token) or set ${AUTH_ENV} (or bind 127.0.0.1)")
     store = Storage(storage)
     allowed = [store.uri] if store.is_local else []  # report images; nothing else on disk is served
     build(storage, address).queue().launch(server_name=host, server_port=port, auth=auth, share=False,
                                            allowed_paths=allowed, show_error=True)
 
 
-def read_auth(auth: str | None, auth_file: str | None) -> tuple[str, str] | None:
-    """``user:pass``, or a file holding ``user:pass`` or a bare token (user ``forge``)."""
-    text = auth or (Path(auth_file).read_text().strip() if auth_file else None)
+def _voter(app: App, choice: str, request_type):
+    """The click handler of one vote button: Gradio hands it the request (its logged-in user)."""
+    def cast(battle, request):
+        return app.vote(battle, choice, getattr(request, "username", None))
+
+    cast.__annotations__ = {"request": request_type}  # how Gradio knows to pass the request
+    return cast
+
+
+AUTH_ENV = "FORGE_UI_AUTH"
+
+
+def read_auth(auth_file: str | None) -> tuple[str, str] | None:
+    """From a file (or ``$FORGE_UI_AUTH``) holding ``user:pass`` or a bare token (user ``forge``);
+    never from the command line, where ``ps`` shows it to every local user."""
+    text = Path(auth_file).read_text().strip() if auth_file else os.environ.get(AUTH_ENV, "").strip()
     if not text:
         return None
     user, sep, password = text.partition(":")

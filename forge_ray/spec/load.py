@@ -195,7 +195,11 @@ def spec_to_dict(spec: StageSpec) -> dict:
 
 
 def spec_to_yaml(spec: StageSpec) -> str:
-    return yaml.safe_dump(to_dict(spec), sort_keys=False, allow_unicode=True)
+    """The spec as stored in its run (``spec.yaml``): secrets taken from the environment are
+    written as their ``${VAR}`` reference (``forge_ray.spec.redact``)."""
+    from forge_ray.spec.redact import redact
+
+    return yaml.safe_dump(redact(to_dict(spec)), sort_keys=False, allow_unicode=True)
 
 
 def schema(kind: str | None = None) -> dict:

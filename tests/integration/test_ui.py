@@ -6,6 +6,7 @@ API is driven with `gradio_client`; the safety rules are checked on the real com
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,7 +110,7 @@ def test_submit_form_runs_a_pretrain_and_the_jobs_tab_shows_it(app_url, page, tm
     assert m["metrics"]["loss"] < m["metrics"]["first_loss"]
 
 
-def test_arena_streams_two_models_and_a_vote_reaches_the_leaderboard(app_url, page, tmp_path):
+def test_arena_streams_two_models_and_a_vote_reaches_the_leaderboard(app_url, page, tmp_path, demo_runs):
     page.goto(app_url)
     page.get_by_role("tab", name="Arena").first.click()
     _pick(page, "model-a", "demo-sft")
@@ -122,8 +123,21 @@ def test_arena_streams_two_models_and_a_vote_reaches_the_leaderboard(app_url, pa
     time.sleep(2)  # let the stream finish
     assert answer_b.input_value()
     page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
+    shown = answer_b.input_value()
+    votes = demo_runs / "arena" / "votes.jsonl"
+    before = len(votes.read_text().splitlines()) if votes.exists() else 0
+    answer_b.fill("a forged answer typed into the box")  # the vote binds to what the server generated
     page.locator("#vote-b").click()
     page.locator("#vote-result").filter(has_text="vote recorded").wait_for()
+    row = json.loads(votes.read_text().splitlines()[-1])
+    assert row["answer_b"] == shown and row["vote"] == "b" and row["voter"] and len(row["battle"]) == 32
+    page.locator("#vote-a").click()  # the battle is spent: one vote per generated pair
+    page.locator("#vote-result").filter(has_text="generate answers first").wait_for()
+    from gradio_client import Client
+
+    forged = Client(app_url, verbose=False).predict(api_name="/vote_a")  # an API client has no battle
+    assert "generate answers first" in forged[0]
+    assert len(votes.read_text().splitlines()) == before + 1
     page.get_by_role("tab", name="Leaderboard").first.click()
     page.locator("#refresh-board").click()
     page.locator("#leaderboard").filter(has_text="demo-grpo").wait_for()
