@@ -101,13 +101,15 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
     problems: list[Problem] = []
     store = Storage(storage)
     stages = typed.stages if isinstance(typed, PipelineStage) else [typed]
-    made: set[str] = set()
+    made: dict[str, str] = {}  # the pipeline's earlier stages: name → kind
     preflight_estimates: dict[str, dict] = {}
     for i, stage in enumerate(stages):
         prefix = f"stages[{i}]." if stage is not typed else ""
         if check_inputs:
             found = input_problems(stage, store, made) + source_problems(stage)
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
+        if check_inputs and getattr(stage, "resources", None) is not None:
+            problems += [Problem(prefix + p.path, p.message, p.hint) for p in _placement_problems(stage)]
         if stage.kind == "pretrain":
             est, problem = _size_check(stage, store)
             preflight_estimates[stage.name] = est
@@ -116,7 +118,7 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
         if stage.kind not in RUNNERS:
             problems.append(Problem(prefix + "kind", f"kind {stage.kind!r} cannot run in this version yet",
                                     f"runnable kinds: {', '.join(RUNNERS)}"))
-        made.add(stage.name)
+        made[stage.name] = stage.kind
     warnings = []
     if store.exists(typed.name):
         from forge_ray.spec import spec_to_yaml
@@ -126,12 +128,31 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
             warnings.append(f"pipeline {typed.name!r} exists with another spec: it will be updated (old spec kept)")
         elif same:
             warnings.append(f"run {typed.name!r} exists with this spec: running it resumes (or does nothing)")
+        elif store.run(typed.name).failed_before_producing():
+            warnings.append(f"run {typed.name!r} failed before it produced anything: this spec replaces its spec "
+                            "(the old one is kept as spec.N.yaml)")
         else:
             problems.append(Problem("name", f"run {typed.name!r} already exists with a different spec",
                                     "choose another name or delete the run directory"))
     return Preflight(ok=not problems, kind=typed.kind, name=typed.name, errors=[asdict(p) for p in problems],
                      warnings=warnings, inputs=typed.input_runs(), runnable=typed.kind in RUNNERS,
                      estimates=preflight_estimates)
+
+
+def _placement_problems(stage) -> list[Problem]:
+    """Workers no node of the cluster can hold — when this process is connected to Ray (the API
+    inside a job, the UI, `forge run`); a bare `forge validate` does not start a Ray to find out."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return []
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    from forge_ray.train.preflight import cluster_nodes, resource_problems
+
+    return resource_problems(stage.resources, cluster_nodes())
 
 
 def _size_check(stage, store: Storage) -> tuple[dict, Problem | None]:

@@ -16,7 +16,7 @@ log = logging.getLogger("forge_ray.pipeline")
 
 
 def run(spec: PipelineStage, run: RunDir, ctx: Context) -> StageResult:
-    done: set[str] = set()
+    done: dict[str, str] = {}  # name → kind of the stages that succeeded, for the next ones' input checks
     states = [{"name": s.name, "kind": s.kind, "status": "queued"} for s in spec.stages]
     run.update(stages=states)
     failed = []
@@ -35,7 +35,7 @@ def run(spec: PipelineStage, run: RunDir, ctx: Context) -> StageResult:
             continue
         states[i].update(status=manifest["status"], metrics=manifest.get("metrics", {}))
         run.update(stages=states)
-        done.add(stage.name)
+        done[stage.name] = stage.kind
     if failed:
         raise RuntimeError(f"pipeline stages failed: {', '.join(failed)}")
     return StageResult(metrics={"stages_succeeded": len(done)}, outputs={})

@@ -115,12 +115,43 @@ def runnable_kinds() -> list[str]:
     return list(RUNNERS)
 
 
-def input_problems(spec: StageSpec, storage: Storage, produced_earlier: set[str] = frozenset()) -> list[Problem]:
-    """Inputs that name runs which don't exist (or did not succeed) and are not made earlier."""
+#: language models a stage can start from or fine-tune
+_LANGUAGE_MODELS = ("pretrain", "sft", "dpo", "rl", "import")
+#: (stage kind or "*", input field) → the run kinds it accepts
+INPUT_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("*", "tokenizer"): ("tokenizer",),  # or any run with a tokenizer output (pre-training with new_tokens)
+    ("*", "dataset"): ("data",),
+    ("*", "base"): _LANGUAGE_MODELS,
+    ("*", "policy"): _LANGUAGE_MODELS,
+    ("*", "language_model"): _LANGUAGE_MODELS,
+    ("pretrain", "init_from"): _LANGUAGE_MODELS,
+    ("vlm", "init_from"): ("vlm",),
+    ("*", "reward_model"): ("reward_model",),
+}
+
+
+def _kind_problem(spec: StageSpec, field_name: str, run_name: str, kind: str | None,
+                  outputs: dict | None = None) -> Problem | None:
+    accepted = INPUT_KINDS.get((spec.kind, field_name)) or INPUT_KINDS.get(("*", field_name))
+    if not accepted or kind is None or kind in accepted or (field_name == "tokenizer" and "tokenizer" in (outputs or {})):
+        return None
+    return Problem(field_name, f"names run {run_name!r}, a {kind!r} run; {spec.kind} needs a run of kind "
+                               f"{' or '.join(repr(k) for k in accepted)} here",
+                   f"name a {accepted[0]} run (forge runs lists them with their kinds)")
+
+
+def input_problems(spec: StageSpec, storage: Storage, produced_earlier=frozenset()) -> list[Problem]:
+    """Inputs that name runs which don't exist (or did not succeed), or runs of a kind the field
+    cannot use, and are not made earlier. ``produced_earlier``: names, or name → kind of the
+    earlier stages of a pipeline (then their kinds are checked too)."""
     problems = []
     for field_name, run_name in spec.input_runs().items():
-        if run_name in produced_earlier:
-            continue  # produced by an earlier pipeline stage
+        if run_name in produced_earlier:  # produced by an earlier pipeline stage
+            earlier = produced_earlier[run_name] if isinstance(produced_earlier, dict) else None
+            maybe = {"tokenizer": "tokenizer"} if earlier == "pretrain" else None  # with new_tokens it has one
+            if p := _kind_problem(spec, field_name, run_name, earlier, maybe):
+                problems.append(p)
+            continue
         if os.path.isdir(run_name):  # a local HF directory: it must be one the deployment allows
             from forge_ray.allowed_paths import path_problem
 
@@ -131,10 +162,12 @@ def input_problems(spec: StageSpec, storage: Storage, produced_earlier: set[str]
             problems.append(Problem(field_name, f"names run {run_name!r}, which does not exist in {storage.uri}",
                                     "run that stage first, or chain both in a pipeline spec"))
             continue
-        status = storage.run(run_name).manifest().get("status")
-        if status != "succeeded":
-            problems.append(Problem(field_name, f"run {run_name!r} has status {status!r}, not 'succeeded'",
-                                    f"see: forge status {run_name}"))
+        manifest = storage.run(run_name).manifest()
+        if manifest.get("status") != "succeeded":
+            problems.append(Problem(field_name, f"run {run_name!r} has status {manifest.get('status')!r}, not "
+                                                "'succeeded'", f"see: forge status {run_name}"))
+        elif p := _kind_problem(spec, field_name, run_name, manifest.get("kind"), manifest.get("outputs")):
+            problems.append(p)
     return problems
 
 

@@ -240,6 +240,12 @@ class RunDir:
                 self.write_text(f"spec.{manifest.get('attempts', 1)}.yaml", self.read_text("spec.yaml"))
                 self.write_text("spec.yaml", spec_yaml)
                 manifest = self.update(spec_sha256=digest, spec_changed_at=now())
+            if manifest.get("spec_sha256") != digest and self.failed_before_producing(manifest):
+                # a config error stopped it before anything was trained or written: the corrected
+                # spec takes its place (the old one is kept beside it)
+                self.write_text(f"spec.{manifest.get('attempts', 1)}.yaml", self.read_text("spec.yaml"))
+                self.write_text("spec.yaml", spec_yaml)
+                manifest = self.update(spec_sha256=digest, spec_changed_at=now(), parents=parents)
             if manifest.get("spec_sha256") != digest:
                 raise RunExistsError(
                     f"run {self.name!r} already exists in {self.storage.uri} with a different spec; "
@@ -262,6 +268,17 @@ class RunDir:
         if status == "running":
             self._reserve_space()
         return manifest
+
+    def failed_before_producing(self, manifest: dict | None = None) -> bool:
+        """Failed, with no outputs and no checkpoint: nothing a changed spec could mix with."""
+        manifest = self.manifest() if manifest is None else manifest
+        if manifest.get("status") != "failed" or manifest.get("outputs"):
+            return False
+        for sub in ("train", "checkpoints", "model"):
+            infos = self.fs.get_file_info(pafs.FileSelector(self.file(sub), recursive=True, allow_not_found=True))
+            if any(i.type == pafs.FileType.File and (sub != "train" or _is_checkpoint_file(i.path)) for i in infos):
+                return False
+        return True
 
     def start(self) -> dict:
         return self.update(status="running", started_at=now(), ended_at=None, error=None)
@@ -308,6 +325,11 @@ def _drop_torn_tail(f) -> None:
     f.seek(0)
     f.truncate(f.read().rfind(b"\n") + 1)
     f.seek(0, os.SEEK_END)
+
+
+def _is_checkpoint_file(path: str) -> bool:
+    """A file inside one of Ray Train's ``checkpoint_<time>`` directories (not its snapshot list)."""
+    return any(part.startswith("checkpoint_") and not part.endswith(".json") for part in path.split("/")[:-1])
 
 
 def _sha(text: str) -> str:

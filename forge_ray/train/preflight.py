@@ -16,9 +16,43 @@ def available_gb_per_worker(gpus_per_worker: float, num_workers: int, memory_per
             return torch.cuda.get_device_properties(0).total_memory / 1024**3 * min(gpus_per_worker, 1.0)
     if memory_per_worker_gb:
         return memory_per_worker_gb
+    import os
+
     import psutil
 
-    return psutil.virtual_memory().total / 1024**3 / max(num_workers, 1)
+    # workers beyond this machine's cores run on other nodes: they do not share its memory
+    return psutil.virtual_memory().total / 1024**3 / max(min(num_workers, os.cpu_count() or 1), 1)
+
+
+def resource_problems(resources, nodes: list[dict[str, float]]) -> list[Problem]:
+    """Whether ``resources.num_workers`` workers of the asked size can be placed on ``nodes``
+    (each alive node's total resources, as Ray reports them). Without this check Ray Train
+    retries starting the worker group for ever; with it the run stops at once naming the knob
+    and what the cluster has."""
+    ask = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker,
+           "memory": (resources.memory_per_worker_gb or 0) * 1024**3}
+    ask = {k: v for k, v in ask.items() if v}
+    have = ", ".join(f"node {i}: {n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU, "
+                     f"{n.get('memory', 0) / 1024**3:.0f} GB" for i, n in enumerate(nodes)) or "no alive nodes"
+    per_node = [min(int(n.get(k, 0) // v) for k, v in ask.items()) for n in nodes]
+    if not any(per_node):
+        key = next(k for k, v in ask.items() if not any(n.get(k, 0) >= v for n in nodes))
+        field = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker", "memory": "memory_per_worker_gb"}[key]
+        return [Problem(f"resources.{field}", f"no node can hold one worker asking for {ask[key]:g} {key} "
+                                              f"(the cluster has {have})", f"lower resources.{field}, or add a "
+                                              "node that large")]
+    if sum(per_node) < resources.num_workers:
+        return [Problem("resources.num_workers", f"{resources.num_workers} workers of {ask} do not fit: the cluster "
+                                                 f"holds {sum(per_node)} ({have})",
+                        f"resources.num_workers<={sum(per_node)}, smaller workers, or more nodes")]
+    return []
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The total resources of each alive node of the connected Ray cluster."""
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
 def check_fits(est: Estimate, spec) -> None:
