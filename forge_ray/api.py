@@ -8,6 +8,7 @@ before anything starts; failures of a *run* are recorded in its manifest and re-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from forge_ray.runs import Storage
-from forge_ray.spec import SpecError, StageSpec, build_spec, load_spec, spec_to_dict
+from forge_ray.spec import SpecError, StageSpec, build_spec, load_spec, read_raw, spec_to_dict
 from forge_ray.spec.typed import Problem
 
 SpecLike = str | Path | dict | StageSpec
@@ -97,7 +98,13 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
     try:
         typed = resolve(spec, overrides)
     except SpecError as exc:
-        return Preflight(ok=False, errors=[asdict(p) for p in exc.problems])
+        raw = spec if isinstance(spec, dict) else {}
+        if isinstance(spec, (str, Path)):
+            with contextlib.suppress(Exception):
+                raw = read_raw(spec)
+        return Preflight(ok=False, kind=raw.get("kind") if isinstance(raw.get("kind"), str) else None,
+                         name=raw.get("name") if isinstance(raw.get("name"), str) else None,
+                         errors=[asdict(p) for p in exc.problems])
     problems: list[Problem] = []
     store = Storage(storage)
     stages = typed.stages if isinstance(typed, PipelineStage) else [typed]
@@ -237,7 +244,10 @@ def list_runs(storage: str | None = None) -> list[RunInfo]:
 
 def metrics(run_name: str, storage: str | None = None) -> list[dict]:
     """Every line of the run's ``metrics.jsonl``."""
-    return Storage(storage).run(run_name).metrics()
+    store = Storage(storage)
+    if not store.exists(store.checked_name(run_name)):
+        raise FileNotFoundError(f"no run {run_name!r} in {store.uri} (forge runs lists them)")
+    return store.run(run_name).metrics()
 
 
 def import_model(path: str, name: str, storage: str | None = None) -> RunInfo:

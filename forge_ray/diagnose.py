@@ -59,13 +59,14 @@ def _kind(e: BaseException) -> str | None:
     from forge_ray.data.sources import DataError
     from forge_ray.eval.tasks import TaskError
     from forge_ray.runner import InputError
-    from forge_ray.runs import RunExistsError
+    from forge_ray.allowed_paths import PathNotAllowed
+    from forge_ray.runs import RunExistsError, RunNameError
     from forge_ray.spec.typed import SpecError
 
     names, text = _names(e), f"{type(e).__name__}: {e}"
-    if isinstance(e, (DataError, TaskError)):
+    if isinstance(e, (DataError, TaskError, PathNotAllowed)):
         return "data"
-    if isinstance(e, (SpecError, InputError, RunExistsError)):
+    if isinstance(e, (SpecError, InputError, RunExistsError, RunNameError, FileNotFoundError)):
         return "config"
     if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
             s in text for s in ("No space left on device", "Disk quota exceeded")):

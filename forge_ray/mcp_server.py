@@ -11,10 +11,30 @@ Configure a client with ``{"command": "forge", "args": ["mcp", "--storage", "...
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from typing import Any
+from typing import Any, Callable
 
 from forge_ray import api
+
+
+def _with_reasons(fn: Callable) -> Callable:
+    """A failing tool answers with the reason an agent can act on — ``{"kind", "message",
+    "hint"}`` as JSON in the tool error (the SDK's plain "Error executing tool X" otherwise) —
+    and an expected error is not logged as a crash with a traceback."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from forge_ray.runner import classify
+
+    @functools.wraps(fn)
+    def tool(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+            error, _ = classify(exc)
+            raise ToolError(json.dumps(dataclasses.asdict(error))) from None
+
+    return tool
 
 
 def _plain(obj: Any) -> Any:
@@ -84,7 +104,7 @@ def build(storage: str | None = None, address: str | None = None):
 
     for fn in (validate_spec, submit, run_status, run_metrics, run_logs, stop, list_runs, compare_runs, start_sweep,
                get_schema):
-        server.add_tool(fn, name=fn.__name__, description=(fn.__doc__ or "").strip())
+        server.add_tool(_with_reasons(fn), name=fn.__name__, description=(fn.__doc__ or "").strip())
     spec_schema = api.schema()
     for name in ("validate_spec", "submit", "start_sweep"):
         tool = server._tool_manager.get_tool(name)
