@@ -303,14 +303,28 @@ def report(run_name: str, storage: str | None = None) -> dict:
 # ---------------------------------------------------------------------------- arena
 
 
+def input_choices(kind: str, field_name: str, storage: str | None = None) -> list[str]:
+    """Succeeded runs (newest first) that a ``kind`` stage's ``field_name`` can name — what a form's
+    input picker should offer (the same table preflight checks with)."""
+    from forge_ray.runner import INPUT_KINDS
+
+    if field_name == "models":  # eval: any model
+        accepted = ("pretrain", "sft", "dpo", "rl", "import", "reward_model", "vlm")
+    else:
+        accepted = INPUT_KINDS.get((kind, field_name)) or INPUT_KINDS.get(("*", field_name)) or ()
+    return [m["name"] for m in Storage(storage).list_runs() if m.get("status") == "succeeded" and (
+        m.get("kind") in accepted or (field_name == "tokenizer" and "tokenizer" in m.get("outputs", {})))]
+
+
 def chat_models(storage: str | None = None) -> list[str]:
     """What the arena can talk to: succeeded runs with a generative model (newest first), then
     the endpoints ``forge serve`` started (``URL#run``; any other endpoint can be typed in)."""
     from forge_ray import serve
 
     store = Storage(storage)
-    runs = [m["name"] for m in store.list_runs()
-            if m.get("status") == "succeeded" and "model" in m.get("outputs", {}) and m.get("kind") != "reward_model"]
+    runs = [m["name"] for m in store.list_runs()  # text models only: a VLM needs an image, a reward model answers none
+            if m.get("status") == "succeeded" and "model" in m.get("outputs", {})
+            and m.get("kind") not in ("reward_model", "vlm")]
     return runs + [f"{s['url']}#{s['run']}" for s in serve.running(store)]
 
 

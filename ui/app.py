@@ -42,8 +42,26 @@ class App:
 
     def form_yaml(self, kind, name, input_run, data_path, preset, lr, max_steps, micro_batch, workers, cpus, gpus):
         spec = forms.form_to_spec(kind, name, input_run, data_path, preset, lr, max_steps, micro_batch, workers,
-                                  cpus, gpus, runs=self.runs())
+                                  cpus, gpus, runs=self.runs(),
+                                  tokenizers=api.input_choices(kind, "tokenizer", self.storage))
         return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+
+    def kind_changed(self, kind: str):
+        """The fields show what the kind's spec will hold; the input picker offers only runs that
+        stage accepts."""
+        import gradio as gr
+
+        values = forms.field_values(kind)
+        key = forms.INPUT_KEY.get(kind)
+        choices = api.input_choices(kind, key, self.storage) if key else []
+        return (gr.update(value=values["name"]), gr.update(choices=choices, value=choices[0] if choices else None),
+                *(gr.update(value=values[k]) for k in ("lr", "max_steps", "micro_batch", "workers", "cpus", "gpus")))
+
+    def input_choices(self, kind: str):
+        import gradio as gr
+
+        key = forms.INPUT_KEY.get(kind)
+        return gr.update(choices=api.input_choices(kind, key, self.storage) if key else [])
 
     def _parse(self, spec_yaml: str) -> dict:
         spec = yaml.safe_load(spec_yaml or "")
@@ -194,23 +212,26 @@ def build(storage: str | None = None, address: str | None = None):
     import gradio as gr
 
     app = App(storage, address)
+    start = forms.field_values("pretrain")  # the form opens on pre-training, showing what its YAML holds
+    datasets = api.input_choices("pretrain", "dataset", storage)
     with gr.Blocks(title="forge-ray") as demo:
         gr.Markdown("# forge-ray\nBuild, align and compare your own language models on your Ray cluster.")
         with gr.Tab("Submit"):
             with gr.Row():
                 kind = gr.Dropdown(forms.KINDS, value="pretrain", label="stage", elem_id="kind")
-                name = gr.Textbox(label="run name", elem_id="run-name")
-                input_run = gr.Dropdown(app.run_names(), label="input run (lineage)", allow_custom_value=True,
-                                        elem_id="input-run")
+                name = gr.Textbox(label="run name", value=start["name"], elem_id="run-name")
+                input_run = gr.Dropdown(datasets, value=datasets[0] if datasets else None, label="input run (lineage)",
+                                        allow_custom_value=True, elem_id="input-run")
                 data_path = gr.Textbox(label="data path", elem_id="data-path")
             with gr.Row():
                 preset = gr.Dropdown(forms.PRESETS, value="tiny", label="model preset", elem_id="preset")
-                lr = gr.Number(label="learning rate", value=None, elem_id="lr")
-                max_steps = gr.Number(label="max steps", value=None, precision=0, elem_id="max-steps")
-                micro_batch = gr.Number(label="micro-batch", value=None, precision=0, elem_id="micro-batch")
-                workers = gr.Number(label="workers", value=1, precision=0, elem_id="workers")
-                cpus = gr.Number(label="CPUs/worker", value=1, elem_id="cpus")
-                gpus = gr.Number(label="GPUs/worker", value=0, elem_id="gpus")
+                lr = gr.Number(label="learning rate", value=start["lr"], elem_id="lr")
+                max_steps = gr.Number(label="max steps", value=start["max_steps"], precision=0, elem_id="max-steps")
+                micro_batch = gr.Number(label="micro-batch", value=start["micro_batch"], precision=0,
+                                        elem_id="micro-batch")
+                workers = gr.Number(label="workers", value=start["workers"], precision=0, elem_id="workers")
+                cpus = gr.Number(label="CPUs/worker", value=start["cpus"], elem_id="cpus")
+                gpus = gr.Number(label="GPUs/worker", value=start["gpus"], elem_id="gpus")
             fill = gr.Button("Form → YAML", elem_id="fill")
             upload = gr.File(label="or upload a spec", file_types=[".yaml", ".yml", ".json"], type="filepath")
             spec_yaml = gr.Code(label="spec (YAML)", language="yaml", elem_id="spec-yaml")
@@ -220,6 +241,9 @@ def build(storage: str | None = None, address: str | None = None):
             result = gr.Markdown(elem_id="submit-result")
             form = [kind, name, input_run, data_path, preset, lr, max_steps, micro_batch, workers, cpus, gpus]
             fill.click(app.form_yaml, form, spec_yaml, api_name="form_yaml")
+            kind.change(app.kind_changed, kind, [name, input_run, lr, max_steps, micro_batch, workers, cpus, gpus],
+                        api_name=False)
+            input_run.focus(app.input_choices, kind, input_run, api_name=False)
             upload.upload(app.upload, upload, spec_yaml, api_name=False)
             validate_btn.click(app.validate, spec_yaml, result, api_name="validate")
             submit_btn.click(app.submit, spec_yaml, result, api_name="submit")

@@ -24,12 +24,30 @@ def template(kind: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def field_values(kind: str) -> dict[str, Any]:
+    """What the form's fields show for a kind: the values its template puts in the YAML."""
+    spec = template(kind)
+    train, res = spec.get("train", {}), spec.get("resources", {})
+    return {"name": spec.get("name", ""), "lr": spec.get("optim", {}).get("lr"),
+            "max_steps": train.get("max_steps", spec.get("max_steps")), "micro_batch": train.get("micro_batch_size"),
+            "workers": res.get("num_workers", 1), "cpus": res.get("cpus_per_worker", 1),
+            "gpus": res.get("gpus_per_worker", 0)}
+
+
+def _existing(spec: dict, key: str, choices: list[str]) -> None:
+    """Point ``key`` at a run that exists when the template's default names one that does not."""
+    if key in spec and isinstance(spec[key], str) and choices and spec[key] not in choices:
+        spec[key] = choices[0]
+
+
 def form_to_spec(kind: str, name: str, input_run: str | None, data_path: str, preset: str, lr: float | None,
                  max_steps: int | None, micro_batch: int | None, workers: int, cpus: float, gpus: float,
-                 runs: dict[str, dict] | None = None) -> dict[str, Any]:
+                 runs: dict[str, dict] | None = None, tokenizers: list[str] | None = None) -> dict[str, Any]:
     """The spec the form describes. ``runs`` (name → manifest) lets a pretrain picked on a
-    data run inherit that data run's tokenizer."""
+    data run inherit that data run's tokenizer; ``tokenizers`` (existing tokenizer runs, newest
+    first) replace a template's tokenizer that this storage does not have."""
     spec = template(kind)
+    _existing(spec, "tokenizer", tokenizers or [])
     if name:
         spec["name"] = name
     if kind == "pipeline":

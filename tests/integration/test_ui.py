@@ -83,7 +83,9 @@ def test_submit_form_runs_a_pretrain_and_the_jobs_tab_shows_it(app_url, page, tm
     page.goto(app_url)
     page.locator("#run-name textarea, #run-name input").first.fill("ui-pretrain")
     _pick(page, "input-run", "demo-corpus")
+    assert page.locator("#max-steps input").input_value() == "60"  # the fields show what the YAML will hold
     page.locator("#max-steps input").fill("12")
+    page.locator("#workers input").fill("1")
     page.locator("#fill").click()
     code = page.locator("#spec-yaml .cm-content")
     code.filter(has_text="dataset: demo-corpus").wait_for()
