@@ -102,16 +102,19 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
         if isinstance(spec, (str, Path)):
             with contextlib.suppress(Exception):
                 raw = read_raw(spec)
+        found = exc.problems + (_raw_input_problems(raw, Storage(storage)) if check_inputs else [])
         return Preflight(ok=False, kind=raw.get("kind") if isinstance(raw.get("kind"), str) else None,
                          name=raw.get("name") if isinstance(raw.get("name"), str) else None,
-                         errors=[asdict(p) for p in exc.problems])
+                         errors=[asdict(p) for p in found])
     problems: list[Problem] = []
     store = Storage(storage)
     stages = typed.stages if isinstance(typed, PipelineStage) else [typed]
+    if typed.kind == "sweep":  # a sweep runs its base spec: its inputs must be there too
+        stages = [typed, build_spec({**typed.base, "name": typed.base.get("name") or f"{typed.name}-trial"})]
     made: dict[str, str] = {}  # the pipeline's earlier stages: name → kind
     preflight_estimates: dict[str, dict] = {}
     for i, stage in enumerate(stages):
-        prefix = f"stages[{i}]." if stage is not typed else ""
+        prefix = ("base." if i else "") if typed.kind == "sweep" else f"stages[{i}]." if stage is not typed else ""
         if check_inputs:
             found = input_problems(stage, store, made) + source_problems(stage)
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
@@ -144,6 +147,27 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
     return Preflight(ok=not problems, kind=typed.kind, name=typed.name, errors=[asdict(p) for p in problems],
                      warnings=warnings, inputs=typed.input_runs(), runnable=typed.kind in RUNNERS,
                      estimates=preflight_estimates)
+
+
+def _raw_input_problems(raw: dict, store: Storage) -> list[Problem]:
+    """For a spec that does not type-check: its input runs and local source paths, checked from
+    the raw mapping, so one report holds every problem instead of one phase at a time."""
+    from forge_ray.spec.stages import STAGES
+
+    cls = STAGES.get(raw.get("kind")) if isinstance(raw.get("kind"), str) else None
+    problems = []
+    for field_name in getattr(cls, "INPUTS", ()):
+        ref = raw.get(field_name)
+        if isinstance(ref, str) and ref and not os.path.isdir(ref) and not store.exists(ref):
+            problems.append(Problem(field_name, f"names run {ref!r}, which does not exist in {store.uri}",
+                                    "run that stage first, or chain both in a pipeline spec"))
+    for key in ("sources", "data", "prompts"):
+        for i, src in enumerate(raw.get(key) if isinstance(raw.get(key), list) else []):
+            path = src.get("path") if isinstance(src, dict) else None
+            if isinstance(path, str) and "://" not in path and "${" not in path and not any(c in path for c in "*?[") \
+                    and not os.path.exists(path):
+                problems.append(Problem(f"{key}[{i}].path", f"{path!r} does not exist", "check the path"))
+    return problems
 
 
 def _placement_problems(stage) -> list[Problem]:

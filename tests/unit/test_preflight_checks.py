@@ -86,3 +86,22 @@ def test_a_run_that_failed_on_a_config_error_takes_the_corrected_spec(tmp_path):
 
     with pytest.raises(RunExistsError):
         run.create_or_resume("pretrain", "kind: pretrain\nname: p\nseed: 3\n", [])
+
+
+def test_a_sweeps_base_with_missing_inputs_is_refused_before_any_trial(tmp_path):
+    sweep = {"kind": "sweep", "name": "s", "base": {"kind": "pretrain", "name": "b", "tokenizer": "no-tok",
+                                                     "dataset": "no-data"},
+             "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+    got = _errors(api.validate(sweep, storage=str(tmp_path)))
+    assert "does not exist" in got["base.tokenizer"] and "does not exist" in got["base.dataset"], got
+
+
+def test_one_report_holds_type_errors_and_missing_inputs_together(tmp_path):
+    spec = {"kind": "pretrain", "name": "p", "tokenizer": "no-tok", "dataset": "no-data", "trian": {},
+            "optim": {"lr": -1}}
+    got = _errors(api.validate(spec, storage=str(tmp_path)))
+    assert {"trian", "optim.lr", "tokenizer", "dataset"} <= set(got), got
+    sft = {"kind": "sft", "name": "s", "base": "no-base", "optim": {"lr": -1},
+           "data": [{"path": str(tmp_path / "missing.jsonl"), "format": "chat"}]}
+    got = _errors(api.validate(sft, storage=str(tmp_path)))
+    assert {"optim.lr", "base", "data[0].path"} <= set(got), got
