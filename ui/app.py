@@ -85,6 +85,9 @@ class App:
             pre = api.validate(spec, storage=self.storage)
             if not pre.ok:
                 return forms.preflight_markdown(pre.to_json(), spec)
+            if not (self.address or os.environ.get("RAY_ADDRESS")):
+                return ("**not submitted**: this app knows no Ray cluster to submit to; start it with "
+                        "`forge ui --address http://HEAD:8265` (or set `RAY_ADDRESS`)")
             job = api.submit(spec, storage=self.storage, address=self.address)
         except Exception as exc:  # noqa: BLE001
             return f"**not submitted**: {exc}"

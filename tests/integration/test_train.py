@@ -263,3 +263,26 @@ def test_dpo_resumes_exactly_after_a_crash(base, dense, demo_data, tmp_path, mon
     rows = [json.loads(line) for line in (base / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["reward_margin"] == 0.0 and rows[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # π = π_ref: log 2
     assert any(r["reward_margin"] != 0.0 for r in rows[1:])  # then the policy moves away from the reference
+
+
+def test_workers_no_node_can_hold_fail_at_once_and_the_corrected_spec_reruns(base, ray_cluster, tmp_path):
+    """Ray Train would retry starting a worker that asks for 1000 CPUs for ever: the run stops
+    at once naming the knob and the cluster's resources, and the same name with the corrected
+    spec runs (the failed run had produced nothing)."""
+    from tests.conftest import forge
+
+    spec = pretrain_spec("too-big", max_steps=2, eval_every=0, checkpoint_every=0)
+    spec["resources"] = {"num_workers": 1, "cpus_per_worker": 1000}
+    (tmp_path / "big.json").write_text(json.dumps(spec))
+    env = {"RAY_ADDRESS": ray_cluster["gcs"]}
+    refused = forge("run", str(tmp_path / "big.json"), "--storage", str(base), env=env, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "resources.cpus_per_worker" in refused.stderr and "1000 CPU" in refused.stderr
+    assert "node 0: 2 CPU" in refused.stderr  # what the cluster has
+    assert read_json(base / "too-big" / "manifest.json")["error"]["kind"] == "config"
+    spec["resources"]["cpus_per_worker"] = 1
+    (tmp_path / "fixed.json").write_text(json.dumps(spec))
+    fixed = forge("run", str(tmp_path / "fixed.json"), "--storage", str(base), env=env, timeout=600)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    m = read_json(base / "too-big" / "manifest.json")
+    assert m["status"] == "succeeded" and m["attempts"] == 2 and (base / "too-big" / "spec.1.yaml").exists()

@@ -38,3 +38,15 @@ def test_form_defaults_give_a_valid_spec_and_the_picker_only_fitting_runs(tmp_pa
     assert app.kind_changed("sft")[1]["choices"] == ["my-sft"]  # not the eval, the VLM or the data run
     assert app.kind_changed("data")[1]["choices"] == ["my-tok"]
     assert "my-vlm" not in api.chat_models(str(tmp_path)) and "my-sft" in api.chat_models(str(tmp_path))
+
+
+def test_submitting_without_a_cluster_names_the_flag(tmp_path, monkeypatch):
+    from ui.app import App
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("text")
+    spec = f"kind: tokenizer\nname: t\nvocab_size: 300\nsources: [{{path: {tmp_path / 'docs'}}}]\n"
+    said = App(str(tmp_path / "runs"), address=None).submit(spec)
+    assert "not submitted" in said and "forge ui --address" in said
+    assert not (tmp_path / "runs" / "t").exists()
