@@ -1,0 +1,1 @@
+"""Knowledge infusion: augment an organisation's documents and records so a model absorbs their facts."""

@@ -1,0 +1,132 @@
+"""Model-free document augmentation: more phrasings of the same facts, no model needed.
+
+Why: a fact seen in one phrasing is memorised but not *extractable* for entities never asked
+about in training; several phrasings, shuffled sentence orders and the full entity name in every
+sentence make it extractable (Allen-Zhu & Li, Physics of Language Models 3.1, arXiv 2309.14316).
+Each strategy here is a pure function of its input and a seeded ``random.Random``, so an
+augmented corpus is reproducible and testable:
+
+- :func:`restate` — a sentence that refers to the document's entity by a pronoun ("It", "They",
+  "Its") or by a short name gets the full name, so it keeps its subject wherever it lands;
+- :func:`permute` — the sentences of each paragraph shuffled, every sentence kept exactly once;
+- :func:`render` — a structured record (a table row: one entity, its fields) as prose in several
+  phrasings, every field stated in each.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[#])")
+_PRONOUN_START = re.compile(r"^(It|They|He|She|This|The team|The product|The service|The system)\b(?P<rest>.*)",
+                            re.DOTALL)
+_POSSESSIVE_START = re.compile(r"^(Its|Their|His|Her)\b(?P<rest>.*)", re.DOTALL)
+
+
+def sentences(paragraph: str) -> list[str]:
+    """The sentences of a prose paragraph (line breaks inside it are spaces)."""
+    text = " ".join(paragraph.split())
+    return [s for s in _SENTENCE_END.split(text) if s]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A piece of a document: a prose paragraph (its sentences may move) or anything else kept as is
+    (a heading, a list, a table, code)."""
+
+    text: str
+    prose: bool
+
+
+def blocks(document: str) -> list[Block]:
+    """Paragraphs split on blank lines; headings, list items, tables and code are not prose."""
+    out, in_code = [], False
+    for part in re.split(r"\n\s*\n", document.strip()):
+        first = part.lstrip()
+        fenced = first.startswith("```")
+        if fenced and part.count("```") % 2 == 1:
+            in_code = not in_code
+        structural = in_code or fenced or first.startswith(("#", "-", "*", "|", ">", "    ")) or re.match(r"\d+\.\s", first)
+        out.append(Block(part.strip(), prose=not structural))
+    return out
+
+
+def title(document: str) -> str | None:
+    """The entity a document is about: its first Markdown heading, if any."""
+    m = re.search(r"^#\s+(.+?)\s*$", document, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def restate(sentence: str, entity: str, aliases: tuple[str, ...] = ()) -> str:
+    """``sentence`` with a leading pronoun (or an alias used as its subject) replaced by ``entity``."""
+    s = sentence.strip()
+    if m := _POSSESSIVE_START.match(s):
+        return f"{entity}'s{m.group('rest')}"
+    if m := _PRONOUN_START.match(s):
+        rest = m.group("rest")
+        if m.group(1) == "They":  # "They are based in X" → "Team Y is based in X"
+            rest = re.sub(r"^\s+are\b", " is", rest)
+            rest = re.sub(r"^\s+have\b", " has", rest)
+        return f"{entity}{rest}"
+    for alias in sorted(aliases, key=len, reverse=True):
+        if alias and alias != entity and re.match(rf"{re.escape(alias)}\b", s) and not s.startswith(entity):
+            return entity + s[len(alias):]
+    return s
+
+
+def permute(document: str, k: int, rng: random.Random, entity: str | None = None,
+            aliases: tuple[str, ...] = ()) -> list[str]:
+    """``k`` copies of ``document``, the sentences of each prose paragraph in a new order (each
+    sentence exactly once, restated first so it keeps its subject); other blocks stay in place."""
+    entity = entity or title(document)
+    parts = blocks(document)
+    copies = []
+    for _ in range(k):
+        out = []
+        for block in parts:
+            if not block.prose:
+                out.append(block.text)
+                continue
+            said = [restate(s, entity, aliases) if entity else s for s in sentences(block.text)]
+            rng.shuffle(said)
+            out.append(" ".join(said))
+        copies.append("\n\n".join(out))
+    return copies
+
+
+#: default phrasings of one field of a record; {entity}, {field} (a readable column name), {value}
+FIELD_TEMPLATES = (
+    "The {field} of {entity} is {value}.",
+    "{entity} has {field} {value}.",
+    "{entity}'s {field}: {value}.",
+    "For {entity}, the {field} is {value}.",
+)
+
+
+def field_name(column: str) -> str:
+    return column.replace("_", " ").strip().lower()
+
+
+def render(record: dict, entity_field: str, k: int, rng: random.Random,
+           templates: tuple[str, ...] = FIELD_TEMPLATES, field_templates: dict[str, tuple[str, ...]] | None = None,
+           ) -> list[str]:
+    """``k`` paragraphs about the record's entity, each stating every non-empty field once, in a
+    shuffled order and with a phrasing per field drawn from ``templates`` (or from
+    ``field_templates[column]`` where the spec gives its own for that column)."""
+    if entity_field not in record or record[entity_field] in (None, ""):
+        raise KeyError(entity_field)
+    entity = str(record[entity_field])
+    fields = [c for c, v in record.items() if c != entity_field and v not in (None, "")]
+    out = []
+    for i in range(k):
+        order = fields[:]
+        rng.shuffle(order)
+        said = []
+        for j, column in enumerate(order):
+            choices = (field_templates or {}).get(column) or templates
+            template = choices[(i + j) % len(choices)]
+            said.append(template.format(entity=entity, field=field_name(column), value=record[column]))
+        out.append(" ".join(said))
+    return out
