@@ -55,12 +55,16 @@ def _secret() -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another rank made it first
-            return path.read_bytes().strip()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # whole or not at all: a rank racing us reads a complete secret
+        except FileExistsError:  # another rank made it first
+            pass
+        finally:
+            tmp.unlink()
         return path.read_bytes().strip()
 
 
