@@ -11,13 +11,21 @@ import re
 from typing import Any
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
-MIN_LEN = 6  # shorter values would match ordinary text
+#: names of settings *about* secrets (where one lives, which mode), not secrets themselves
+NOT_A_SECRET = re.compile(r"(_PATH|_FILE|_DIR|_SOCK|_MODE|_PROVIDER|_BACKEND|_URLS?)$", re.IGNORECASE)
+MIN_LEN = 8  # shorter values would match ordinary text
+
+
+def _looks_secret(value: str) -> bool:
+    """Long enough, not a path, not a plain word: what keys and tokens look like."""
+    return len(value) >= MIN_LEN and not value.startswith(("/", "~", ".")) and not value.isalpha()
 
 
 def secret_values(env=None) -> dict[str, str]:
     """``{value: NAME}`` of the environment's secret-named variables, longest value first."""
     env = os.environ if env is None else env
-    found = {v: k for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_LEN}
+    found = {v: k for k, v in env.items()
+             if SECRET_NAME.search(k) and not NOT_A_SECRET.search(k) and _looks_secret(v)}
     return dict(sorted(found.items(), key=lambda kv: -len(kv[0])))
 
 

@@ -28,6 +28,9 @@ def test_a_secret_from_the_environment_is_stored_as_its_reference(tmp_path, monk
     assert SECRET not in on_disk
     assert build_spec({"kind": "eval", "name": "e", "models": ["http://10.0.0.5:8000/v1#m?key=${TEAM_LLM_API_KEY}"],
                        "tasks": [{"name": "t", "path": str(tmp_path / "t.jsonl")}]}).models == spec.models
+    monkeypatch.setenv("PIP_KEYRING_PROVIDER", "disabled")  # settings about secrets, and words, are left alone
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t.jsonl"))
+    assert redact({"d": f"disabled {tmp_path / 't.jsonl'}"}) == {"d": f"disabled {tmp_path / 't.jsonl'}"}
     used: set[str] = set()
     assert redact({"a": [f"x{SECRET}y"]}, used=used) == {"a": ["x${TEAM_LLM_API_KEY}y"]} and used == {"TEAM_LLM_API_KEY"}
 
