@@ -90,8 +90,9 @@ def resolve(spec: SpecLike, overrides: list[str] | None = None) -> StageSpec:
 
 
 def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | None = None,
-             check_inputs: bool = True) -> Preflight:
-    """Type-check the spec and (optionally) that its input runs exist and succeeded."""
+             check_inputs: bool = True, address: str | None = None) -> Preflight:
+    """Type-check the spec and (optionally) that its input runs exist and succeeded, and — with
+    a cluster to ask (``address``, ``$RAY_ADDRESS`` or a connected Ray) — that its workers fit."""
     from forge_ray.runner import RUNNERS, input_problems, source_problems
     from forge_ray.spec import PipelineStage
 
@@ -119,7 +120,7 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
             found = input_problems(stage, store, made) + source_problems(stage)
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
         if check_inputs and getattr(stage, "resources", None) is not None:
-            problems += [Problem(prefix + p.path, p.message, p.hint) for p in _placement_problems(stage)]
+            problems += [Problem(prefix + p.path, p.message, p.hint) for p in _placement_problems(stage, address)]
         if stage.kind == "pretrain":
             est, problem = _size_check(stage, store)
             preflight_estimates[stage.name] = est
@@ -170,20 +171,14 @@ def _raw_input_problems(raw: dict, store: Storage) -> list[Problem]:
     return problems
 
 
-def _placement_problems(stage) -> list[Problem]:
-    """Workers no node of the cluster can hold — when this process is connected to Ray (the API
-    inside a job, the UI, `forge run`); a bare `forge validate` does not start a Ray to find out."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return []
-    import ray
-
-    if not ray.is_initialized():
-        return []
+def _placement_problems(stage, address: str | None = None) -> list[Problem]:
+    """Workers no node of the cluster can hold, when there is a cluster to ask: the connected
+    Ray, or the one at ``address`` / ``$RAY_ADDRESS`` (read through its state API, no driver
+    started). Without one, placement is checked when the run starts."""
     from forge_ray.train.preflight import cluster_nodes, resource_problems
 
-    return resource_problems(stage.resources, cluster_nodes())
+    nodes = cluster_nodes(address)
+    return resource_problems(stage.resources, nodes) if nodes else []
 
 
 def _size_check(stage, store: Storage) -> tuple[dict, Problem | None]:

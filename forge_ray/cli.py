@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a spec and its inputs; print the preflight")
     _spec_args(p), _common(p)
+    p.add_argument("--address", help="the cluster whose nodes must hold the workers (default: $RAY_ADDRESS)")
     p.add_argument("--no-inputs", action="store_true", help="don't check that input runs exist")
 
     p = sub.add_parser("run", help="run a spec and wait (local Ray, or --address)")
@@ -165,7 +166,8 @@ def _problems_text(errors: list[dict]) -> str:
 def _cmd_validate(args) -> int:
     from forge_ray import api
 
-    pre = api.validate(args.spec, args.overrides, args.storage, check_inputs=not args.no_inputs)
+    pre = api.validate(args.spec, args.overrides, args.storage, check_inputs=not args.no_inputs,
+                       address=getattr(args, "address", None))
     if args.json:
         _print_json(pre)
     elif pre.ok:

@@ -56,11 +56,11 @@ def build(storage: str | None = None, address: str | None = None):
     def validate_spec(spec: dict[str, Any]) -> dict:
         """Check a spec and its inputs without running anything: all problems (path, message,
         hint), parameter count, FLOPs and memory per worker."""
-        return api.validate(spec, storage=storage).to_json()
+        return api.validate(spec, storage=storage, address=address).to_json()
 
     def submit(spec: dict[str, Any]) -> dict:
         """Validate, then submit the spec to the Ray cluster's Jobs API; returns the job id and run name."""
-        pre = api.validate(spec, storage=storage)
+        pre = api.validate(spec, storage=storage, address=address)
         if not pre.ok:
             return {"submitted": False, "preflight": pre.to_json()}
         return {"submitted": True, **_plain(api.submit(spec, storage=storage, address=address))}

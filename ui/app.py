@@ -73,7 +73,7 @@ class App:
         """Preflight of the YAML: every problem with its key, sizes and memory (Markdown)."""
         try:
             spec = self._parse(spec_yaml)
-            pre = api.validate(spec, storage=self.storage)
+            pre = api.validate(spec, storage=self.storage, address=self.address)
         except Exception as exc:  # noqa: BLE001 - YAML syntax and the like, shown to the user
             return f"**invalid**: {exc}"
         return forms.preflight_markdown(pre.to_json(), spec)
@@ -82,7 +82,7 @@ class App:
         """Validate, then submit to the cluster's Jobs API; the job id, or why not."""
         try:
             spec = self._parse(spec_yaml)
-            pre = api.validate(spec, storage=self.storage)
+            pre = api.validate(spec, storage=self.storage, address=self.address)
             if not pre.ok:
                 return forms.preflight_markdown(pre.to_json(), spec)
             if not (self.address or os.environ.get("RAY_ADDRESS")):

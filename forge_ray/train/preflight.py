@@ -48,11 +48,31 @@ def resource_problems(resources, nodes: list[dict[str, float]]) -> list[Problem]
     return []
 
 
-def cluster_nodes() -> list[dict[str, float]]:
-    """The total resources of each alive node of the connected Ray cluster."""
-    import ray
+def cluster_nodes(address: str | None = None) -> list[dict[str, float]] | None:
+    """The total resources of each alive node: of the connected Ray, else of the cluster at
+    ``address`` (or ``$RAY_ADDRESS``) through Ray's state API; None when there is none to ask."""
+    import os
+    import sys
 
-    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "local":
+        return None
+    from forge_ray.runner import use_token_auth_if_available
+
+    use_token_auth_if_available()
+    try:
+        from ray.util.state import list_nodes
+
+        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], timeout=15, detail=True,
+                           raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - an unreachable cluster is reported when the run starts
+        return None
+    return [dict(n.resources_total) for n in nodes]
 
 
 def check_fits(est: Estimate, spec) -> None:

@@ -71,3 +71,20 @@ def test_the_jobs_api_refuses_requests_without_the_token(ray_cluster, tmp_path):
     answered = forge("status", "no-such-job", "--address", ray_cluster["dashboard"], "--storage", str(tmp_path))
     # past authentication, the cluster itself answers: that job does not exist
     assert "status code 404" in answered.stderr and "no-such-job does not exist" in answered.stderr, answered.stderr
+
+
+def test_validate_asks_the_cluster_whether_the_workers_fit(ray_cluster, tmp_path):
+    """`forge validate` against a running cluster finds what `forge run` would refuse there:
+    workers no node can hold, and more workers than the cluster holds, each by its knob."""
+    storage = str(tmp_path / "runs")
+    args = ("validate", "jobs/configs/tiny/pretrain.yaml", "--no-inputs", "--storage", storage, "--json")
+    for address in (ray_cluster["dashboard"], ray_cluster["gcs"]):
+        big = json.loads(forge(*args, "--address", address, "--set", "resources.cpus_per_worker=1000").stdout)
+        [error] = [e for e in big["errors"] if e["path"].startswith("resources")]
+        assert error["path"] == "resources.cpus_per_worker" and "node 0: 2 CPU" in error["message"], big
+    many = forge(*args, "--set", "resources.num_workers=4096", env={"RAY_ADDRESS": ray_cluster["dashboard"]})
+    assert many.returncode == 2
+    errors = json.loads(many.stdout)["errors"]
+    assert [e["path"] for e in errors] == ["resources.num_workers"] and "holds 2" in errors[0]["message"], errors
+    fits = forge(*args, "--address", ray_cluster["dashboard"])
+    assert fits.returncode == 0, fits.stdout
