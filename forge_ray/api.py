@@ -119,7 +119,7 @@ def validate(spec: SpecLike, overrides: list[str] | None = None, storage: str | 
         if check_inputs:
             found = input_problems(stage, store, made) + source_problems(stage)
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in found]
-        if check_inputs and getattr(stage, "resources", None) is not None:
+        if getattr(stage, "resources", None) is not None:  # a cluster's room, not an input: always asked
             problems += [Problem(prefix + p.path, p.message, p.hint) for p in _placement_problems(stage, address)]
         if stage.kind == "pretrain":
             est, problem = _size_check(stage, store)
