@@ -25,21 +25,20 @@ def test_every_format_gives_the_same_rows(tmp_path):
         assert read_records(str(tmp_path / name), "product") == ROWS
 
 
-def test_bad_records_name_the_file_and_row(tmp_path):
-    (tmp_path / "nocol.csv").write_text("name,part_number\nBonbul,SM-7828\n")
-    with pytest.raises(DataError, match=r"nocol\.csv:1: no column 'product' \(columns: name, part_number\)"):
-        read_records(str(tmp_path / "nocol.csv"), "product")
-    (tmp_path / "blank.csv").write_text("product,owner\nBonbul,Team Osprey\n,Team Bison\n")
-    with pytest.raises(DataError, match=r"blank\.csv:3: row has no 'product'"):
-        read_records(str(tmp_path / "blank.csv"), "product")
-    (tmp_path / "bad.jsonl").write_text(json.dumps(ROWS[0]) + "\n{not json\n")
-    with pytest.raises(DataError, match=r"bad\.jsonl:2: not JSON"):
-        read_records(str(tmp_path / "bad.jsonl"), "product")
-    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
-    with pytest.raises(DataError, match=r"list\.jsonl:1: a record must be a JSON object"):
-        read_records(str(tmp_path / "list.jsonl"), "product")
-    (tmp_path / "empty.csv").write_text("product,owner\n")
-    with pytest.raises(DataError, match=r"empty\.csv: the records file has no rows"):
-        read_records(str(tmp_path / "empty.csv"), "product")
-    with pytest.raises(DataError, match="does not exist"):
-        read_records(str(tmp_path / "missing.csv"), "product")
+BAD = [  # (file, content, the error it must give)
+    ("nocol.csv", "name,part_number\nBonbul,SM-7828\n", r"nocol\.csv:1: no column 'product' \(columns: name, part_number\)"),
+    ("blank.csv", "product,owner\nBonbul,Team Osprey\n,Team Bison\n", r"blank\.csv:3: row has no 'product'"),
+    ("bad.jsonl", json.dumps(ROWS[0]) + "\n{not json\n", r"bad\.jsonl:2: not JSON"),
+    ("list.jsonl", "[1, 2]\n", r"list\.jsonl:1: a record must be a JSON object"),
+    ("empty.csv", "product,owner\n", r"empty\.csv: the records file has no rows"),
+    ("table.xlsx", "x", r"must be \.csv, \.jsonl or \.parquet"),
+    ("missing.csv", None, "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name,content,error", BAD, ids=[b[0] for b in BAD])
+def test_bad_records_name_the_file_and_row(tmp_path, name, content, error):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=error):
+        read_records(str(tmp_path / name), "product")
