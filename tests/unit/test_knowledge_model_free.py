@@ -69,3 +69,21 @@ def test_rendering_states_every_field_of_every_record_in_each_phrasing():
     assert "Team Falcon looks after Beisgeithon." in custom
     with pytest.raises(KeyError):
         render({"name": "x"}, "product", 1, rng)
+
+
+def test_augmenting_a_document_is_reproducible_whatever_the_order_and_carries_provenance():
+    from forge_ray.knowledge.augment import ModelFreeStrategies, augment_document, augment_record
+
+    how = ModelFreeStrategies(multiplicity=2, permute=3)
+    rows = augment_document("products/beisgeithon.md", DOC, how, seed=7)
+    assert [r["strategy"] for r in rows] == ["original"] * 2 + ["permute"] * 3
+    assert all(r["source_doc"] == "products/beisgeithon.md" and r["span"] == [0, len(DOC)] for r in rows)
+    assert len({r["doc_id"] for r in rows}) == 5
+    other = augment_document("products/other.md", DOC.replace("Beisgeithon", "Other"), how, seed=7)
+    assert augment_document("products/beisgeithon.md", DOC, how, seed=7) == rows  # independent of what ran before
+    assert other[2]["text"] != rows[2]["text"]
+    assert augment_document("empty.md", "  \n", how) == []
+    record = {"product": "Bonbul", "owner": "Team Osprey"}
+    rendered = augment_record("tables/products.csv", 3, record, "product", how)
+    assert len(rendered) == 4 and all(r["source_doc"] == "tables/products.csv:3" for r in rendered)
+    assert all("Team Osprey" in r["text"] for r in rendered)
