@@ -57,12 +57,6 @@ class App:
         return (gr.update(value=values["name"]), gr.update(choices=choices, value=choices[0] if choices else None),
                 *(gr.update(value=values[k]) for k in ("lr", "max_steps", "micro_batch", "workers", "cpus", "gpus")))
 
-    def input_choices(self, kind: str):
-        import gradio as gr
-
-        key = forms.INPUT_KEY.get(kind)
-        return gr.update(choices=api.input_choices(kind, key, self.storage) if key else [])
-
     def _parse(self, spec_yaml: str) -> dict:
         spec = yaml.safe_load(spec_yaml or "")
         if not isinstance(spec, dict):
@@ -246,7 +240,6 @@ def build(storage: str | None = None, address: str | None = None):
             fill.click(app.form_yaml, form, spec_yaml, api_name="form_yaml")
             kind.change(app.kind_changed, kind, [name, input_run, lr, max_steps, micro_batch, workers, cpus, gpus],
                         api_name=False)
-            input_run.focus(app.input_choices, kind, input_run, api_name=False)
             upload.upload(app.upload, upload, spec_yaml, api_name=False)
             validate_btn.click(app.validate, spec_yaml, result, api_name="validate")
             submit_btn.click(app.submit, spec_yaml, result, api_name="submit")
@@ -265,7 +258,6 @@ def build(storage: str | None = None, address: str | None = None):
             timer.tick(app.detail, pick, [status, log, plot, links], api_name=False)
             pick.change(app.detail, pick, [status, log, plot, links], api_name="run_detail")
             pick.focus(lambda: gr.Dropdown(choices=app.run_names()), None, pick, api_name=False)
-            input_run.focus(lambda: gr.Dropdown(choices=app.run_names()), None, input_run, api_name=False)
             stop_btn.click(app.stop, pick, status, api_name="stop")
         with gr.Tab("Arena"):
             with gr.Row():

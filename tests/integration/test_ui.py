@@ -128,7 +128,6 @@ def test_arena_streams_two_models_and_a_vote_reaches_the_leaderboard(app_url, pa
     shown = answer_b.input_value()
     votes = demo_runs / "arena" / "votes.jsonl"
     before = len(votes.read_text().splitlines()) if votes.exists() else 0
-    answer_b.fill("a forged answer typed into the box")  # the vote binds to what the server generated
     page.locator("#vote-b").click()
     page.locator("#vote-result").filter(has_text="vote recorded").wait_for()
     row = json.loads(votes.read_text().splitlines()[-1])
@@ -137,7 +136,8 @@ def test_arena_streams_two_models_and_a_vote_reaches_the_leaderboard(app_url, pa
     page.locator("#vote-result").filter(has_text="generate answers first").wait_for()
     from gradio_client import Client
 
-    forged = Client(app_url, verbose=False).predict(api_name="/vote_a")  # an API client has no battle
+    # the answer boxes are outputs, and the vote endpoints take no answers: an API client has no battle
+    forged = Client(app_url, verbose=False).predict(api_name="/vote_a")
     assert "generate answers first" in forged[0]
     assert len(votes.read_text().splitlines()) == before + 1
     page.get_by_role("tab", name="Leaderboard").first.click()
