@@ -464,7 +464,7 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
     holds while it runs, e.g. ``{"forge_driver": 1}`` on a head advertising ``forge_driver: 2``:
     submissions beyond the slots wait as PENDING instead of crowding the head."""
     typed = resolve(spec, overrides)
-    pre = validate(typed, storage=storage)
+    pre = validate(typed, storage=storage, address=address)
     if not pre.ok:
         raise SpecError([Problem(**e) for e in pre.errors])
     driver = _driver_resources(driver_resources)

@@ -48,19 +48,34 @@ def resource_problems(resources, nodes: list[dict[str, float]]) -> list[Problem]
     return []
 
 
+def _answers(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether anything listens at a Ray address (``host:port`` or ``http://host:port``): an
+    unreachable cluster is not worth the state API's connection retries in a preflight."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout_s):
+            return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def cluster_nodes(address: str | None = None) -> list[dict[str, float]] | None:
-    """The total resources of each alive node: of the connected Ray, else of the cluster at
-    ``address`` (or ``$RAY_ADDRESS``) through Ray's state API; None when there is none to ask."""
+    """The total resources of each alive node: of the cluster at ``address`` if one is named
+    (through Ray's state API), else of the connected Ray, else of ``$RAY_ADDRESS``'s; None when
+    there is none to ask."""
     import os
     import sys
 
-    if "ray" in sys.modules:
+    if not address and "ray" in sys.modules:
         import ray
 
         if ray.is_initialized():
             return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     address = address or os.environ.get("RAY_ADDRESS")
-    if not address or address == "local":
+    if not address or address == "local" or not _answers(address):
         return None
     from forge_ray.runner import use_token_auth_if_available
 
