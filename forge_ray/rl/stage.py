@@ -49,11 +49,9 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
     if spec.engine == "openrlhf":
         return _run_openrlhf(spec, run, ctx, train_rows)
     ctx.ensure_ray()
-    from forge_ray.spec import SpecError
-    from forge_ray.train.preflight import cluster_nodes, resource_problems
+    from forge_ray.train.preflight import require_placement
 
-    if problems := resource_problems(spec.resources, cluster_nodes()):  # before Ray retries placing them for ever
-        raise SpecError(problems)
+    require_placement(spec.resources)
     with contextlib.ExitStack() as inputs:
         policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None

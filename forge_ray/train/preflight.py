@@ -109,3 +109,10 @@ def check_fits(est: Estimate, spec) -> None:
                  f"({est.params / 1e6:.1f}M parameters, {est.activation_gb:.1f} GB activations) "
                  f"but a worker has {have:.1f} GB",
         "try " + ", or ".join(h for h in hints if h))])
+
+
+def require_placement(resources) -> None:
+    """Raise :class:`SpecError` (exit 2) when the connected cluster cannot place the workers —
+    called by each stage right after connecting, before Ray would retry placing them for ever."""
+    if problems := resource_problems(resources, cluster_nodes() or []):
+        raise SpecError(problems)

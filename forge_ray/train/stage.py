@@ -23,7 +23,6 @@ from pathlib import Path
 
 from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
 from forge_ray.runs import RunDir
-from forge_ray.spec import SpecError
 from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, _TrainingStage
 
 log = logging.getLogger("forge_ray.train")
@@ -33,11 +32,10 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.data.stream import dataset_files
     from forge_ray.models import registry
     from forge_ray.spec import spec_to_dict
-    from forge_ray.train.preflight import check_fits, cluster_nodes, resource_problems
+    from forge_ray.train.preflight import check_fits, require_placement
 
     ctx.ensure_ray()
-    if problems := resource_problems(spec.resources, cluster_nodes()):  # before Ray Train retries for ever
-        raise SpecError(problems)
+    require_placement(spec.resources)
     tok_ref, tok_output, init_ref = _model_inputs(spec)
     pieces = None
     if getattr(spec, "new_tokens", None):  # continued pre-training with domain tokens

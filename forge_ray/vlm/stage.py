@@ -32,11 +32,9 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.vlm.data import prepare
 
     ctx.ensure_ray()
-    from forge_ray.spec import SpecError
-    from forge_ray.train.preflight import cluster_nodes, resource_problems
+    from forge_ray.train.preflight import require_placement
 
-    if problems := resource_problems(spec.resources, cluster_nodes()):  # before Ray retries placing them for ever
-        raise SpecError(problems)
+    require_placement(spec.resources)
     vision = spec.vision.resolve()
     with contextlib.ExitStack() as stack:
         tok_src = stack.enter_context(input_dir(ctx, spec.tokenizer, "tokenizer"))
