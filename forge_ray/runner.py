@@ -28,6 +28,7 @@ log = logging.getLogger("forge_ray")
 RUNNERS: dict[str, str] = {
     "tokenizer": "forge_ray.tokenizer.stage:run",
     "data": "forge_ray.data.stage:run",
+    "augment": "forge_ray.knowledge.stage:run",
     "pretrain": "forge_ray.train.stage:run",
     "sft": "forge_ray.train.stage:run",
     "dpo": "forge_ray.train.stage:run",
@@ -127,12 +128,16 @@ INPUT_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("pretrain", "init_from"): _LANGUAGE_MODELS,
     ("vlm", "init_from"): ("vlm",),
     ("*", "reward_model"): ("reward_model",),
+    ("*", "run"): ("augment", "data"),  # a source reading an earlier run's corpus
 }
+#: the output a ``run:`` source reads, by the kind of that run
+CORPUS_OUTPUTS = {"augment": "corpus", "data": "docs"}
 
 
 def _kind_problem(spec: StageSpec, field_name: str, run_name: str, kind: str | None,
                   outputs: dict | None = None) -> Problem | None:
-    accepted = INPUT_KINDS.get((spec.kind, field_name)) or INPUT_KINDS.get(("*", field_name))
+    key = "run" if field_name.endswith(".run") else field_name
+    accepted = INPUT_KINDS.get((spec.kind, key)) or INPUT_KINDS.get(("*", key))
     if not accepted or kind is None or kind in accepted or (field_name == "tokenizer" and "tokenizer" in (outputs or {})):
         return None
     return Problem(field_name, f"names run {run_name!r}, a {kind!r} run; {spec.kind} needs a run of kind "
@@ -179,11 +184,44 @@ def source_problems(spec: StageSpec) -> list[Problem]:
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         for i, src in enumerate(value if isinstance(value, list) else []):
-            if isinstance(src, SourceSpec) and "://" not in src.path and not any(c in src.path for c in "*?["):
+            if isinstance(src, SourceSpec) and not src.run and "://" not in src.path \
+                    and not any(c in src.path for c in "*?["):
                 if not os.path.exists(src.path):
                     problems.append(Problem(f"{f.name}[{i}].path", f"{src.path!r} does not exist",
                                             "check the path (and FORGE_DEMO_DATA for the demo specs)"))
     return problems
+
+
+def resolve_source_runs(spec, storage: Storage):
+    """``spec`` with every ``run:`` source (also inside a section such as ``retrieval``) pointed at
+    that run's corpus (Parquet, column ``text``); an augment run's corpus is exempt from
+    deduplication unless the source says otherwise."""
+    from forge_ray.spec.sections import SourceSpec
+
+    changes = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, (SourceSpec, StageSpec)):
+            resolved_section = resolve_source_runs(value, storage)
+            if resolved_section is not value:
+                changes[f.name] = resolved_section
+            continue
+        if not isinstance(value, list) or not any(isinstance(s, SourceSpec) and s.run for s in value):
+            continue
+        changes[f.name] = [_resolved(src, storage) if isinstance(src, SourceSpec) and src.run else src
+                           for src in value]
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _resolved(src, storage: Storage):
+    manifest = storage.run(src.run).manifest()
+    kind = manifest.get("kind")
+    output = (manifest.get("outputs") or {}).get(CORPUS_OUTPUTS.get(kind, ""))
+    if not output:
+        raise InputError(f"run {src.run!r} ({kind}) has no corpus output to read")
+    return dataclasses.replace(src, path=f"{storage.uri.rstrip('/')}/{src.run}/{output}", type="parquet",
+                               field="text", include=["**/*.parquet"],
+                               dedup=src.dedup if src.dedup is not None else kind != "augment")
 
 
 def _stage_fn(kind: str) -> Callable:
@@ -236,7 +274,7 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
     log.setLevel(logging.INFO)
     try:
         log.info("run %s (%s) started%s", spec.name, spec.kind, f" (attempt {attempt})" if attempt > 1 else "")
-        result: StageResult = fn(spec, run, ctx)
+        result: StageResult = fn(resolve_source_runs(spec, ctx.storage), run, ctx)
         manifest = run.succeed(result.metrics, result.outputs)
         log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
         return manifest

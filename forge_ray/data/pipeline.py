@@ -125,12 +125,23 @@ def _dedup_key(row: dict) -> str:
     return clean.content_hash(row["payload"] if row["payload"] else row["text"])
 
 
-def exact_dedup(ds) -> tuple[Any, StepReport, set[str]]:
-    """Keep the smallest doc_id of each group of identical (normalised) contents."""
+class _Deduplicated:
+    """Row filter: rows of the sources deduplication may remove (not an augment run's corpus)."""
+
+    def __init__(self, exempt: frozenset[int]):
+        self.exempt = exempt
+
+    def __call__(self, row: dict) -> bool:
+        return int(row["source"]) not in self.exempt
+
+
+def exact_dedup(ds, exempt: frozenset[int] = frozenset()) -> tuple[Any, StepReport, set[str]]:
+    """Keep the smallest doc_id of each group of identical (normalised) contents; rows of the
+    ``exempt`` sources are neither removed nor compared."""
     import ray
 
     n_in = ds.count()
-    keys = ds.map(lambda r: {"key": _dedup_key(r), "doc_id": r["doc_id"]})
+    keys = (ds.filter(_Deduplicated(exempt)) if exempt else ds).map(lambda r: {"key": _dedup_key(r), "doc_id": r["doc_id"]})
     groups = keys.groupby("key").map_groups(_all_but_first, batch_format="numpy")
     drop = {r["doc_id"] for r in groups.iter_rows()}
     drop_ref = ray.put(drop)
@@ -197,13 +208,14 @@ def _verified_edges(threshold: float):
     return fn
 
 
-def near_dedup(ds, cfg: CleanSpec, seed: int) -> tuple[Any, StepReport, set[str]]:
+def near_dedup(ds, cfg: CleanSpec, seed: int, exempt: frozenset[int] = frozenset()) -> tuple[Any, StepReport, set[str]]:
     """MinHash LSH: band keys grouped by Ray Data, candidate pairs verified on signatures,
-    connected components (union-find on duplicate *ids*) keep their smallest doc_id."""
+    connected components (union-find on duplicate *ids*) keep their smallest doc_id; rows of
+    the ``exempt`` sources are left out."""
     import ray
 
     n_in = ds.count()
-    exploded = ds.map_batches(_signature_batch(cfg, seed), batch_format="numpy")
+    exploded = (ds.filter(_Deduplicated(exempt)) if exempt else ds).map_batches(_signature_batch(cfg, seed), batch_format="numpy")
     edges = exploded.groupby("band").map_groups(_verified_edges(cfg.minhash_threshold), batch_format="numpy")
     uf = clean.UnionFind()
     n_edges = 0

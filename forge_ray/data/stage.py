@@ -44,11 +44,12 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     steps.append(report)
     ds, report = P.length_filter(ds, spec.clean)
     steps.append(report)
+    exempt = frozenset(i for i, s in enumerate(spec.sources) if s.dedup is False)
     if spec.clean.exact_dedup:
-        ds, report, _ = P.exact_dedup(ds)
+        ds, report, _ = P.exact_dedup(ds, exempt)
         steps.append(report)
     if spec.clean.near_dedup:
-        ds, report, _ = P.near_dedup(ds, spec.clean, spec.seed)
+        ds, report, _ = P.near_dedup(ds, spec.clean, spec.seed, exempt)
         steps.append(report)
     ds, report = P.decontaminate(ds, spec.clean)
     steps.append(report)

@@ -1,180 +1,122 @@
-"""A generated "company knowledge base" whose facts are learnable and checkable.
+"""A generated "company knowledge base" whose facts are learnable and checkable — written the
+way real documents are: **each fact stated once**, in prose with pronouns and short references,
+some facts only in a records table, some only on a team page.
 
-Why generated: nothing may be downloaded at run time, and a pipeline test needs ground
-truth. Every fact (a product's part number, a team's lead, …) is stated in ``docs/`` in
-several phrasings, so pre-training can learn it; the docs' FAQ page shows questions about
-a *training* subset of entities answered in plain text; chats, preference pairs and RL
-prompts about those entities go to ``sft.jsonl``/``prefs.jsonl``/``rl_prompts.jsonl``
-(assistant answers restate the fact as a sentence); questions about the *held-out* entities
-go to ``eval.jsonl``, so a model only answers those if it learned the docs and SFT taught
-it to answer as an assistant. The same seed gives byte-identical files;
-another seed gives other facts.
+What it holds (``forge demo-data DIR --seed S``):
+
+- ``docs/``: a page per product (release year, part number, owner — once each), a page per team
+  (lead, location — once each), a glossary, incident reports, a code file, and an FAQ page
+  answering questions about the *training* entities in plain text (questions being answered, seen
+  in pre-training, make stored facts extractable — Allen-Zhu & Li, arXiv 2309.14316);
+- ``records/products.csv`` and ``records/teams.csv``: the tables an organisation keeps beside its
+  prose (the product sheet's weight and status are only there; the team sheet's founding year);
+- ``sft.jsonl``/``prefs.jsonl``/``rl_prompts.jsonl``: chats, preference pairs and RL prompts about
+  the training entities only;
+- ``eval.jsonl``: one-document questions about the *held-out* entities; ``eval_two_hop.jsonl``:
+  questions that need two documents (the team that owns a product is on the product's page, that
+  team's city only on the team's page). Every eval row names its gold ``source_docs``.
+
+A model answers held-out questions only if it stored the documents' facts in a form it can
+extract and SFT taught it to answer. The same seed gives byte-identical files; another seed,
+other facts.
 
 Run: ``forge demo-data ./forge_runs/demo-data --seed 0``
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr", "pl"]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ei"]
-_CODAS = ["", "n", "r", "s", "x", "l", "th", "k"]
-_CITIES = ["Northvale", "Eastbrook", "Port Selwyn", "Marrow Bay", "Highcliff", "Oldbridge", "Westmere", "Kestrel Point"]
-_ROLES = ["engineer", "analyst", "technician", "designer", "operator", "researcher"]
-_STATUSES = ["active", "legacy", "pilot"]
-_ANIMALS = ["Falcon", "Otter", "Heron", "Badger", "Lynx", "Marten", "Osprey", "Bison"]
-_COLOURS = ["amber", "blue", "green", "grey", "red", "violet"]
-_OBJECTS = ["ticket", "badge", "window", "lane", "token", "review"]
-_MEANINGS = [
-    "a request that must be answered within one working day",
-    "a change that needs sign-off from two team leads",
-    "a fault that only appears after a firmware update",
-    "an order that ships from the central warehouse",
-    "a part that may be reused after inspection",
-    "a test run on the night shift",
-    "a meeting where the roadmap is reviewed",
-    "a customer report that mentions a safety risk",
-    "a build that has passed every regression test",
-    "a supplier that delivers within a week",
-    "a repair done on site instead of in the workshop",
-    "a document that is shared outside the company",
-]
+from forge_ray.demo.facts import make_facts
 
 
-@dataclass
-class Team:
-    name: str
-    lead: str
-    location: str
-    channel: str
-
-
-@dataclass
-class Person:
-    name: str
-    team: str
-    role: str
-
-
-@dataclass
-class Product:
-    name: str
-    part_number: str
-    year: int
-    team: str
-    weight_kg: int
-    status: str
-
-
-@dataclass
-class Term:
-    term: str
-    meaning: str
-
-
-def _word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)).capitalize()
-
-
-def _unique(rng: random.Random, n: int, make) -> list[str]:
-    out: list[str] = []
-    while len(out) < n:
-        w = make(rng)
-        if w not in out:
-            out.append(w)
-    return out
-
-
-def make_facts(seed: int, n_products: int = 48, n_teams: int = 6) -> dict:
-    """All entities and facts for a seed; the single source of truth for every file."""
-    rng = random.Random(seed)
-    company = _word(rng, 2) + " Systems"
-    first = _unique(rng, 3 * n_teams, lambda r: _word(r, 2))
-    last = _unique(rng, 3 * n_teams, lambda r: _word(r, 2))
-    animals = rng.sample(_ANIMALS, n_teams)
-    cities = rng.sample(_CITIES, n_teams)
-    people = [Person(f"{first[i]} {last[i]}", f"Team {animals[i % n_teams]}", rng.choice(_ROLES))
-              for i in range(3 * n_teams)]
-    teams = [Team(f"Team {animals[i]}", people[i].name, cities[i], f"#{animals[i].lower()}-ops")
-             for i in range(n_teams)]
-    names = _unique(rng, n_products, lambda r: _word(r, 2) + rng.choice(["", "ix", "on", "a"]))
-    parts = _unique(rng, n_products, lambda r: f"{r.choice('ABCDEFGHKMNPRSTVXZ')}{r.choice('ABCDEFGHKMNPRSTVXZ')}-{r.randint(1000, 9999)}")
-    products = [Product(names[i], parts[i], rng.randint(2009, 2025), rng.choice(teams).name, rng.randint(2, 90),
-                        rng.choice(_STATUSES)) for i in range(n_products)]
-    term_words = rng.sample([(c, o) for c in _COLOURS for o in _OBJECTS], len(_MEANINGS))
-    meanings = rng.sample(_MEANINGS, len(_MEANINGS))
-    terms = [Term(f"{c} {o}", m) for (c, o), m in zip(term_words, meanings)]
-    held_out = set(rng.sample([p.name for p in products], max(1, n_products // 4)))
-    return {"seed": seed, "company": company, "teams": [asdict(t) for t in teams],
-            "people": [asdict(p) for p in people], "products": [asdict(p) for p in products],
-            "terms": [asdict(t) for t in terms], "held_out_products": sorted(held_out)}
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 # ------------------------------------------------------------------ documents
 
 
+def product_page(p: dict) -> str:
+    return f"products/{p['name'].lower()}.md"
+
+
+def team_page(team: str) -> str:
+    return f"teams/{team.split()[-1].lower()}.md"
+
+
 def _product_doc(p: dict, facts: dict, rng: random.Random) -> str:
-    team = next(t for t in facts["teams"] if t["name"] == p["team"])
-    lines = [
-        f"# {p['name']}",
-        "",
-        f"{p['name']} is {'an' if p['status'][0] in 'aeiou' else 'a'} {p['status']} product of {facts['company']}. The part number of {p['name']} is "
-        f"{p['part_number']}. {p['name']} was released in {p['year']}.",
-        "",
-        f"## Ownership\n\n{p['name']} is owned by {p['team']}. {p['team']} owns {p['name']}. Questions about {p['name']} go to {team['channel']}, "
-        f"the channel of {p['team']}, which is led by {team['lead']}.",
-        "",
-        f"## Specifications\n\n- Part number: {p['part_number']}\n- Release year: {p['year']}\n"
-        f"- Weight: {p['weight_kg']} kg\n- Owner: {p['team']}\n- Status: {p['status']}",
-        "",
-        f"When ordering spare parts for {p['name']}, always quote part number {p['part_number']}.",
-    ]
-    if rng.random() < 0.5:
-        lines.append(f"\nNote: {p['name']} ({p['part_number']}) weighs {p['weight_kg']} kg.")
-    return "\n".join(lines) + "\n"
+    """Each fact once; later sentences refer to the product as "it" or "the product"."""
+    name, status = p["name"], p["status"]
+    opening = rng.choice([
+        f"{name} is {_a(status)} {status} product of {facts['company']}, first released in {p['year']}.",
+        f"{name} is one of the {status} products of {facts['company']}; it came out in {p['year']}.",
+        f"Released in {p['year']}, {name} is {_a(status)} {status} product of {facts['company']}.",
+    ])
+    part = rng.choice([f"It carries part number {p['part_number']}.",
+                       f"Its part number is {p['part_number']}.",
+                       f"The product is ordered under part number {p['part_number']}."])
+    owner = rng.choice([f"The product is owned by {p['team']}.",
+                        f"It is maintained by {p['team']}, which owns it.",
+                        f"Ownership lies with {p['team']}."])
+    extra = rng.choice(["Spare parts are kept in the central store.", "A maintenance guide is available on request.",
+                        "Firmware updates are published every quarter.", "It is sold in several regions."])
+    return f"# {name}\n\n{opening} {part}\n\n{owner} {extra}\n"
 
 
-def _team_doc(t: dict, facts: dict) -> str:
+def _team_doc(t: dict, facts: dict, rng: random.Random) -> str:
     members = [p for p in facts["people"] if p["team"] == t["name"]]
-    owned = [p["name"] for p in facts["products"] if p["team"] == t["name"]]
-    text = [f"# {t['name']}", "", f"{t['name']} is led by {t['lead']}. {t['name']} is based in {t['location']}.",
-            f"The team channel is {t['channel']}.", "", "## Members", ""]
+    lead = rng.choice([f"{t['name']} is led by {t['lead']}.", f"The lead of {t['name']} is {t['lead']}."])
+    place = rng.choice([f"They are based in {t['location']}.", f"The team works from {t['location']}.",
+                        f"Its office is in {t['location']}."])
+    text = [f"# {t['name']}", "", f"{lead} {place}", "", "## Members", ""]
     text += [f"- {m['name']}, {m['role']}" for m in members]
-    text += ["", "## Products", "", (f"{t['name']} owns " + ", ".join(owned) + ".") if owned else
-             f"{t['name']} owns no products at the moment."]
     return "\n".join(text) + "\n"
 
 
 def _glossary(facts: dict) -> str:
     text = [f"# {facts['company']} glossary", ""]
     for t in facts["terms"]:
-        text.append(f"**{t['term']}**: {t['meaning']}. At {facts['company']}, a {t['term']} is {t['meaning']}.\n")
+        text.append(f"**{t['term']}**: {t['meaning']}.\n")
     return "\n".join(text)
 
 
-def _inventory_code(facts: dict) -> str:
-    rows = "\n".join(f'    "{p["name"]}": Part("{p["part_number"]}", year={p["year"]}, owner="{p["team"]}"),'
-                     for p in facts["products"])
-    return (f'"""Inventory of {facts["company"]} products (generated)."""\n\nfrom dataclasses import dataclass\n\n\n'
-            f"@dataclass\nclass Part:\n    number: str\n    year: int\n    owner: str\n\n\nPARTS = {{\n{rows}\n}}\n\n\n"
-            "def part_number(product: str) -> str:\n    return PARTS[product].number\n")
+def _code_file(facts: dict) -> str:
+    return (f'"""Shipping helpers of {facts["company"]} (generated)."""\n\n\n'
+            "def weight_class(weight_kg: int) -> str:\n"
+            '    """Parcels up to 20 kg ship as light freight, heavier ones as pallet freight."""\n'
+            '    return "light" if weight_kg <= 20 else "pallet"\n')
 
 
 def _incident(i: int, facts: dict, rng: random.Random) -> str:
     p = rng.choice(facts["products"])
     person = rng.choice(facts["people"])
     day = f"{rng.randint(2019, 2025)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-    return (f"# Incident INC-{1000 + i}\n\nOn {day}, {person['name']} ({person['role']}, {person['team']}) "
-            f"reported a fault in {p['name']} (part number {p['part_number']}). {p['team']} owns {p['name']} and "
-            f"took the case. The fault was fixed and the report was closed.\n")
+    return (f"# Incident INC-{1000 + i}\n\nOn {day}, {person['name']} ({person['role']}) reported a fault in "
+            f"{p['name']}. The fault was fixed and the report was closed.\n")
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _records(facts: dict) -> dict[str, str]:
+    """The product sheet and the team sheet: one row per entity."""
+    products = [{"product": p["name"], "part_number": p["part_number"], "owner": p["team"],
+                 "weight_kg": p["weight_kg"], "status": p["status"]} for p in facts["products"]]
+    teams = [{"team": t["name"], "channel": t["channel"], "founded": t["founded"]} for t in facts["teams"]]
+    return {"records/products.csv": _csv(products), "records/teams.csv": _csv(teams)}
 
 
 # ------------------------------------------------------------------ questions
-
 
 def _faq(train_q: list[dict], facts: dict, rng: random.Random) -> str:
     """The internal FAQ page: every phrasing of every *training* question, as plain text.
@@ -189,42 +131,60 @@ def _faq(train_q: list[dict], facts: dict, rng: random.Random) -> str:
     return f"# {facts['company']} FAQ\n\n" + "".join(f"Q: {q}\nA: {a}\n\n" for q, a in pairs)
 
 
-_SENTENCES = {  # how an assistant answers: the fact restated as the docs state it
+
+
+_SENTENCES = {  # how an assistant answers: the fact restated as a sentence
     "part_number": "The part number of {entity} is {answer}.",
     "owner": "{entity} is owned by {answer}.",
     "year": "{entity} was released in {answer}.",
     "lead": "{entity} is led by {answer}.",
     "location": "{entity} is based in {answer}.",
+    "owner_location": "{entity} is owned by {via}, which is based in {answer}.",
 }
 
 
 def sentence(q: dict, answer: str | None = None) -> str:
-    """The full-sentence answer to a question (optionally with another, wrong, answer)."""
-    return _SENTENCES[q["type"]].format(entity=q["entity"], answer=q["answer"] if answer is None else answer)
+    """The full-sentence answer to a question (optionally with another, wrong, answer); a
+    two-document answer names the intermediate entity first, as a person would reason."""
+    return _SENTENCES[q["type"]].format(entity=q["entity"], answer=q["answer"] if answer is None else answer,
+                                        via=q.get("via", ""))
 
 
 def questions(facts: dict) -> list[dict]:
-    """Every (question, answer) pair, tagged with the entity it is about."""
+    """Every (question, answer) pair, tagged with its entity, its gold source documents (paths
+    under ``docs/`` or ``records/``), and how many documents it needs (``hops``)."""
     qs = []
+    teams = {t["name"]: t for t in facts["teams"]}
     for p in facts["products"]:
-        n = p["name"]
+        n, page = p["name"], "docs/" + product_page(p)
         qs += [
-            {"entity": n, "type": "part_number", "answer": p["part_number"],
+            {"entity": n, "type": "part_number", "answer": p["part_number"], "source_docs": [page], "hops": 1,
              "phrasings": [f"What is the part number of {n}?", f"Which part number does {n} have?",
                            f"Give the part number for {n}."]},
-            {"entity": n, "type": "owner", "answer": p["team"],
+            {"entity": n, "type": "owner", "answer": p["team"], "source_docs": [page], "hops": 1,
              "phrasings": [f"Which team owns {n}?", f"Who is responsible for {n}?", f"Which team should I ask about {n}?"]},
-            {"entity": n, "type": "year", "answer": str(p["year"]),
+            {"entity": n, "type": "year", "answer": str(p["year"]), "source_docs": [page], "hops": 1,
              "phrasings": [f"In which year was {n} released?", f"When was {n} released?", f"What is the release year of {n}?"]},
+            {"entity": n, "type": "owner_location", "answer": teams[p["team"]]["location"], "via": p["team"],
+             "source_docs": [page, "docs/" + team_page(p["team"])], "hops": 2,
+             "phrasings": [f"In which city is the team that owns {n} based?", f"Where is the team behind {n} located?",
+                           f"Which city does the owner of {n} work from?"]},
         ]
     for t in facts["teams"]:
+        page = "docs/" + team_page(t["name"])
         qs += [
-            {"entity": t["name"], "type": "lead", "answer": t["lead"],
+            {"entity": t["name"], "type": "lead", "answer": t["lead"], "source_docs": [page], "hops": 1,
              "phrasings": [f"Who leads {t['name']}?", f"Who is the lead of {t['name']}?", f"Name the lead of {t['name']}."]},
-            {"entity": t["name"], "type": "location", "answer": t["location"],
+            {"entity": t["name"], "type": "location", "answer": t["location"], "source_docs": [page], "hops": 1,
              "phrasings": [f"Where is {t['name']} based?", f"In which city is {t['name']}?", f"Where does {t['name']} work?"]},
         ]
     return qs
+
+
+def _held_out(q: dict, facts: dict) -> bool:
+    """A question is held out when its entity is (a two-document question about a held-out
+    product is held out even if the owning team is not)."""
+    return q["entity"] in set(facts["held_out_products"]) | set(facts["held_out_teams"])
 
 
 def _multiple_choice(eval_q: list[dict], all_q: list[dict], rng: random.Random, k: int = 4) -> list[dict]:
@@ -262,47 +222,83 @@ metric_list:
 """
 
 
-def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -> dict:
+
+
+def _reading_chats(train_q: list[dict], files: dict[str, str], rng: random.Random, k: int = 3) -> list[dict]:
+    """Chats that teach the assistant to *read*: a training question with the passages BM25
+    retrieves for it from the docs in front (as the eval's retrieval baseline shows them), the
+    answer taken from them. Without these the `+ rag` rows would measure a reader never taught
+    to read, not retrieval."""
+    from forge_ray.eval.retrieval import BM25Index, chunk_document, rag_prompt
+
+    chunks = [c for rel, text in sorted(files.items()) if rel.startswith("docs/") and rel != "docs/faq.md"
+              for c in chunk_document(rel.removeprefix("docs/"), text, 400)]
+    index = BM25Index(chunks)
+    asked = [q for q in train_q if rng.random() < 0.5]
+    found = index.search([q["phrasings"][1] for q in asked], k)
+    return [{"messages": [{"role": "user", "content": rag_prompt(q["phrasings"][1], passages)},
+                          {"role": "assistant", "content": sentence(q)}]} for q, passages in zip(asked, found)]
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _eval_row(q: dict) -> dict:
+    return {"id": f"{q['type']}:{q['entity']}", "prompt": q["phrasings"][0], "answer": q["answer"],
+            "type": q["type"], "hops": q["hops"], "source_docs": q["source_docs"]}
+
+
+def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40, n_products: int = 240,
+                    n_teams: int = 20, max_rl_prompts: int = 120, max_prefs: int = 600) -> dict:
     """Write the corpus under ``out_dir``; returns counts. Deterministic in ``seed``."""
     out = Path(out_dir)
     rng = random.Random(seed + 1)
-    facts = make_facts(seed)
+    facts = make_facts(seed, n_products=n_products, n_teams=n_teams)
     files: dict[str, str] = {}
     for p in facts["products"]:
-        files[f"docs/products/{p['name'].lower()}.md"] = _product_doc(p, facts, rng)
+        files["docs/" + product_page(p)] = _product_doc(p, facts, rng)
     for t in facts["teams"]:
-        files[f"docs/teams/{t['name'].split()[-1].lower()}.md"] = _team_doc(t, facts)
+        files["docs/" + team_page(t["name"])] = _team_doc(t, facts, rng)
     files["docs/glossary.md"] = _glossary(facts)
-    files["docs/code/inventory.py"] = _inventory_code(facts)
+    files["docs/code/shipping.py"] = _code_file(facts)
     for i in range(n_incidents):
         files[f"docs/incidents/inc-{1000 + i}.md"] = _incident(i, facts, rng)
+    files.update(_records(facts))
 
-    held = set(facts["held_out_products"])
-    train_q = [q for q in questions(facts) if q["entity"] not in held]
-    eval_q = [q for q in questions(facts) if q["entity"] in held]
-    wrong = {q["type"]: [x["answer"] for x in train_q if x["type"] == q["type"]] for q in train_q}
+    held_teams = set(facts["held_out_teams"])
+    every = questions(facts)
+    # a training question is one about a training entity whose answer reveals nothing about a
+    # held-out one (a two-document answer names the owning team's city)
+    train_q = [q for q in every if not _held_out(q, facts) and not (q["hops"] == 2 and q["via"] in held_teams)]
+    eval_q = [q for q in every if _held_out(q, facts)]
+    one_hop = [q for q in train_q if q["hops"] == 1]
+    wrong = {t: sorted({x["answer"] for x in one_hop if x["type"] == t}) for t in {q["type"] for q in one_hop}}
     sft, prefs, rl = [], [], []
     for q in train_q:
         for phrasing in q["phrasings"][:2]:
             sft.append({"messages": [{"role": "user", "content": phrasing},
                                      {"role": "assistant", "content": sentence(q)}]})
+    for q in one_hop:
         # one pair per wording, each with another wrong answer of the same kind
-        bad = rng.sample(sorted({w for w in wrong[q["type"]] if w != q["answer"]}), len(q["phrasings"]))
+        bad = rng.sample([w for w in wrong[q["type"]] if w != q["answer"]], len(q["phrasings"]))
         prefs += [{"prompt": phrasing, "chosen": sentence(q), "rejected": sentence(q, b)}
                   for phrasing, b in zip(q["phrasings"], bad)]
         rl.append({"prompt": q["phrasings"][2], "answer": q["answer"], "type": q["type"]})
     rng.shuffle(sft)
-    rng.shuffle(prefs)
-    files["docs/faq.md"] = _faq(train_q, facts, rng)
-    evals = [{"id": f"{q['type']}:{q['entity']}", "prompt": q["phrasings"][0], "answer": q["answer"], "type": q["type"]}
-             for q in eval_q]
-    jsonl = lambda rows: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # noqa: E731
-    files["sft.jsonl"] = jsonl(sft)
-    files["prefs.jsonl"] = jsonl(prefs)
-    files["rl_prompts.jsonl"] = jsonl(rl)
-    files["eval.jsonl"] = jsonl(evals)
+    sft_rag = _reading_chats(one_hop, files, random.Random(seed + 11))
+    prefs = rng.sample(prefs, min(max_prefs, len(prefs)))
+    rl = rng.sample(rl, min(max_rl_prompts, len(rl)))
+    files["docs/faq.md"] = _faq([q for q in train_q if q["hops"] == 1], facts, rng)
+    files["sft.jsonl"] = _jsonl(sft)
+    files["sft_rag.jsonl"] = _jsonl(sft_rag)
+    files["prefs.jsonl"] = _jsonl(prefs)
+    files["rl_prompts.jsonl"] = _jsonl(rl)
+    files["eval.jsonl"] = _jsonl([_eval_row(q) for q in eval_q if q["hops"] == 1])
+    files["eval_two_hop.jsonl"] = _jsonl([_eval_row(q) for q in eval_q if q["hops"] == 2])
     files["facts.json"] = json.dumps(facts, indent=2, ensure_ascii=False) + "\n"
-    files["eval_mc.jsonl"] = jsonl(_multiple_choice(eval_q, questions(facts), random.Random(seed + 7)))
+    files["eval_mc.jsonl"] = _jsonl(_multiple_choice([q for q in eval_q if q["hops"] == 1], every,
+                                                     random.Random(seed + 7)))
     files["harness/demo_facts_mc.yaml"] = _harness_task(out / "eval_mc.jsonl")
     for rel, text in files.items():
         path = out / rel
@@ -312,5 +308,7 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40) -
 
     images = write_demo_images(out / "vlm", seed=seed)  # image+text rows for the vision-language stage
     return {"dir": str(out), "seed": seed, "docs": sum(r.startswith("docs/") for r in files), "sft": len(sft),
-            "prefs": len(prefs), "rl_prompts": len(rl), "eval": len(evals), "vlm_images": images["train_images"],
+            "sft_rag": len(sft_rag),
+            "prefs": len(prefs), "rl_prompts": len(rl), "eval": sum(q["hops"] == 1 for q in eval_q),
+            "eval_two_hop": sum(q["hops"] == 2 for q in eval_q), "vlm_images": images["train_images"],
             "bytes": sum(len(t.encode()) for t in files.values())}

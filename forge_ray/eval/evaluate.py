@@ -21,8 +21,11 @@ def pick_backend(choice: str, random_init: bool) -> str:
 
 
 def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dict], texts: list[str],
-                   backend: str = "auto", batch_size: int = 16, threads: int = 1, harness: dict | None = None) -> dict:
-    """``{"tasks": {name: per-row results}, "perplexity": {...} | None, "backend": ...}``."""
+                   backend: str = "auto", batch_size: int = 16, threads: int = 1, harness: dict | None = None,
+                   prepared: dict | None = None) -> dict:
+    """``{"tasks": {name: per-row results}, "perplexity": {...} | None, "backend": ...}``.
+    ``prepared``: ``{task: [shots, rows]}`` given instead of the task files (the retrieval
+    baseline's prompts, passages in front); only those tasks are then evaluated."""
     from forge_ray.eval.model import EvalModel
     from forge_ray.eval.tasks import load_rows, run_task
     from forge_ray.spec.stages import TaskSpec
@@ -46,7 +49,12 @@ def evaluate_model(model_dir: str, random_init_seed: int | None, tasks: list[dic
     try:
         for task_dict in tasks:
             task = TaskSpec(**task_dict)
-            shots, rows = load_rows(task)
+            if prepared is not None and task.name not in prepared:
+                continue
+            if prepared is not None:
+                shots, rows = [tuple(s) for s in prepared[task.name][0]], prepared[task.name][1]
+            else:
+                shots, rows = load_rows(task)
             out["tasks"][task.name] = run_task(model, task, shots, rows, generate=generate)
     finally:
         if used == "vllm":

@@ -47,7 +47,7 @@ def write(out: Path, summary: dict, per_task: dict, storage, models: list[str]) 
     for task in summary["tasks"]:
         with open(items / item_file(task), "w", encoding="utf-8") as f:
             for m in models:
-                for row in per_task[m][task]:
+                for row in per_task[m].get(task, []):
                     f.write(json.dumps({"model": m, **row}, ensure_ascii=False) + "\n")
     plots = [p for p in (_plot_scores(out, summary), _plot_curves(out, storage, models)) if p]
     (out / "report.md").write_text(markdown(summary, plots))
@@ -59,6 +59,10 @@ def item_file(task: str) -> str:
     return re.sub(r"[^\w.-]+", "_", task) + ".jsonl"
 
 
+def _cell(score: dict | None) -> str:
+    return "—" if score is None else f"{score['score']:.3f} [{score['ci'][0]:.2f}, {score['ci'][1]:.2f}]"
+
+
 def _fmt(x, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -68,9 +72,17 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     models = summary["models"]
     out = []
     if summary["tasks"]:
-        rows = [[m] + [f"{summary['tasks'][t][m]['score']:.3f} [{summary['tasks'][t][m]['ci'][0]:.2f}, "
-                       f"{summary['tasks'][t][m]['ci'][1]:.2f}]" for t in summary["tasks"]] for m in models]
+        rows = [[m] + [_cell(summary["tasks"][t].get(m)) for t in summary["tasks"]] for m in models]
         out.append(("Scores (mean, 95% bootstrap interval)", ["model", *summary["tasks"]], rows))
+    if summary.get("retrieval"):
+        readers = sorted({m for r in summary["retrieval"].values() for m in r["readers"]})
+        header = ["task", "recall@k", *[f"{m}: when found / when missed" for m in readers]]
+        rows = [[t, f"{_fmt(r['recall_at_k'])} (k={r['k']})",
+                 *[f"{_fmt(r['readers'].get(m, {}).get('score_when_retrieved'))} ({r['readers'].get(m, {}).get('retrieved', 0)}) / "
+                   f"{_fmt(r['readers'].get(m, {}).get('score_when_missed'))} ({r['readers'].get(m, {}).get('missed', 0)})"
+                   for m in readers]] for t, r in summary["retrieval"].items()]
+        out.append(("Retrieval (BM25): recall@k of the gold documents, and the reader's score when they were "
+                    "found or missed", header, rows))
     for task, kinds in summary.get("by_type", {}).items():
         out.append((f"{task} by question type (mean score)", ["type", *models],
                     [[kind, *(_fmt(kinds[kind].get(m)) for m in models)] for kind in kinds]))
@@ -163,7 +175,7 @@ def _plot_curves(out: Path, storage, models: list[str]) -> str | None:
     histories = {}
     for m in models:
         name = m.removeprefix("random:")
-        if m.startswith(("random:", "http://", "https://")) or not storage.exists(name):
+        if m.startswith(("random:", "http://", "https://")) or " + " in m or not storage.exists(name):
             continue
         run = storage.run(name)
         if run.exists("metrics.jsonl"):

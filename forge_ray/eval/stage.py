@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
     texts = heldout_texts(ctx, spec)
     ctx.ensure_ray()
     task_dicts = spec_to_dict(spec)["tasks"]
+    prepared, retrieval = rag_tasks(spec)
+    shown = shown_models(spec)
     with contextlib.ExitStack() as inputs:
         from forge_ray.eval.endpoint import endpoint_key, evaluate_endpoint, is_endpoint
 
@@ -65,8 +68,13 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
         threads = max(1, int(spec.cpus_per_model))
         harness = {"tasks": spec.harness_tasks, "include": [str(Path(p).resolve()) for p in spec.harness_include],
                    "fewshot": spec.harness_fewshot, "limit": spec.harness_limit}
-        pending = {remote.remote(dirs[ref], spec.seed if ref.startswith("random:") else None, task_dicts, texts,
-                                 spec.backend, spec.batch_size, threads, harness): ref for ref in local}
+        seed_of = {ref: spec.seed if ref.startswith("random:") else None for ref in local}
+        pending = {remote.remote(dirs[ref], seed_of[ref], task_dicts, texts, spec.backend, spec.batch_size,
+                                 threads, harness): ref for ref in local if spec.mode_of(ref) != "rag"}
+        # the same model again with passages in front of every question: `MODEL + rag`
+        pending.update({remote.remote(dirs[ref], seed_of[ref], task_dicts, [], spec.backend, spec.batch_size,
+                                      threads, None, prepared): rag_name(ref)
+                        for ref in local if spec.mode_of(ref) != "closed_book"})
         # each endpoint's key resolved here (Ray tasks do not see the driver's env): only to listed URLs
         pending.update({ray.remote(evaluate_endpoint).options(num_cpus=0.1).remote(ref, task_dicts, endpoint_key(ref)): ref
                         for ref in spec.models if is_endpoint(ref)})
@@ -78,14 +86,17 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
                 results[ref] = ray.get(done[0])
                 bar.update(1)
                 log.info("%s evaluated in %.0fs (%s)", ref, results[ref]["seconds"], results[ref]["backend"])
-        per_task = {m: results[m]["tasks"] for m in spec.models}
-        games = judge_all(spec, ctx, per_task, inputs)
+        per_task = {m: results[m]["tasks"] for m in shown}
+        compared = dataclasses.replace(spec, models=shown)  # `MODEL + rag` is compared like any model
+        games = judge_all(compared, ctx, per_task, inputs)
     from forge_ray.eval.report import build, write
 
-    summary = build(spec, per_task, {m: results[m]["perplexity"] for m in spec.models}, games,
-                    backends={m: results[m]["backend"] for m in spec.models})
+    summary = build(compared, per_task, {m: results[m]["perplexity"] for m in shown}, games,
+                    backends={m: results[m]["backend"] for m in shown})
+    if retrieval:
+        summary["retrieval"] = retrieval_summary(retrieval, per_task, spec)
     with run.local_dir("report") as out:
-        write(out, summary, per_task, ctx.storage, spec.models)
+        write(out, summary, per_task, ctx.storage, shown)
     run.update(generation_backend=sorted({r["backend"] for r in results.values()}))
     metrics = {"ranking": [r["model"] for r in summary["ranking"]]}
     for task, by_model in summary["tasks"].items():
@@ -94,7 +105,73 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
     for m, p in summary["perplexity"].items():
         if p:
             metrics[f"bits_per_byte/{m}"] = p["bits_per_byte"]
+    for task, r in summary.get("retrieval", {}).items():
+        if r["recall_at_k"] is not None:
+            metrics[f"recall_at_{r['k']}/{task}"] = r["recall_at_k"]
     return StageResult(metrics=metrics, outputs={"report": "report"})
+
+
+RAG_SUFFIX = " + rag"
+
+
+def rag_name(model: str) -> str:
+    return model + RAG_SUFFIX
+
+
+def shown_models(spec: EvalStage) -> list[str]:
+    """The report's rows: each model closed-book, with retrieval, or both (``MODEL + rag`` right
+    after ``MODEL``)."""
+    out = []
+    for m in spec.models:
+        mode = spec.mode_of(m)
+        if mode != "rag":
+            out.append(m)
+        if mode != "closed_book":
+            out.append(rag_name(m))
+    return out
+
+
+def rag_tasks(spec: EvalStage) -> tuple[dict, dict]:
+    """``({task: [shots, rows]} with passages in every prompt, {task: recall@k}``) — built once on
+    the driver (one index for every model), or empty without a ``retrieval`` section. Image
+    tasks are left out (their questions are about the image)."""
+    if not spec.retrieval:
+        return {}, {}
+    from forge_ray.eval.retrieval import build_index, with_passages
+    from forge_ray.eval.tasks import has_images, load_rows
+
+    r = spec.retrieval
+    index = build_index(r.documents, r.chunk_chars)
+    log.info("retrieval: %d chunks indexed", len(index.chunks))
+    prepared, recall = {}, {}
+    for task in spec.tasks:
+        if has_images(task):
+            continue
+        shots, rows = load_rows(task)
+        shot_rows, _ = with_passages([{"prompt": q, "answer": a} for q, a in shots], index, r.k,
+                                     r.max_context_chars, r.gold_field)
+        rag_rows, recall[task.name] = with_passages(rows, index, r.k, r.max_context_chars, r.gold_field)
+        prepared[task.name] = [[(s["prompt"], s["answer"]) for s in shot_rows], rag_rows]
+    return prepared, recall
+
+
+def retrieval_summary(recall: dict, per_task: dict, spec: EvalStage) -> dict:
+    """Per task: recall@k of the gold documents, and each ``+ rag`` model's score when the gold
+    documents were retrieved and when they were not — "retrieval missed" told apart from "reader
+    failed"."""
+    out = {}
+    for task, value in recall.items():
+        readers = {}
+        for m in per_task:
+            rows = per_task[m].get(task, [])
+            if not m.endswith(RAG_SUFFIX) or not rows or "gold_retrieved" not in rows[0]:
+                continue
+            found = [r["score"] for r in rows if r.get("gold_retrieved")]
+            missed = [r["score"] for r in rows if not r.get("gold_retrieved")]
+            readers[m] = {"score_when_retrieved": sum(found) / len(found) if found else None, "retrieved": len(found),
+                          "score_when_missed": sum(missed) / len(missed) if missed else None, "missed": len(missed)}
+        out[task] = {"recall_at_k": value, "k": spec.retrieval.k, "readers": readers}
+    return out
 
 
 def _check_image_tasks(spec: EvalStage, dirs: dict[str, str]) -> None:
@@ -122,13 +199,14 @@ def judge_all(spec: EvalStage, ctx: Context, per_task: dict, inputs: contextlib.
     from forge_ray.eval import judges
 
     pairs = judges.pairs(spec.models)
-    tasks = list(per_task[spec.models[0]])  # ours and lm-eval's
+    # ours and lm-eval's, those every compared model answered (`+ rag` rows have no lm-eval tasks)
+    tasks = [t for t in per_task[spec.models[0]] if all(t in per_task[m] for m in spec.models)]
     games: dict[str, list] = {}
     if "reference" in spec.judges:
         games["reference"] = [(a, b, o, t, r["line"]) for t in tasks for a, b in pairs
                               for o, r in zip(judges.reference({m: per_task[m][t] for m in spec.models}, a, b),
                                               per_task[a][t])]
-    generative = [t.name for t in spec.tasks if t.scorer != "choice_loglik"]
+    generative = [t.name for t in spec.tasks if t.scorer != "choice_loglik" and t.name in tasks]
     if "reward_model" in spec.judges:
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model")))
         scores = ray.get(ray.remote(_reward_scores).options(num_cpus=spec.cpus_per_model).remote(

@@ -22,6 +22,9 @@ from forge_ray.allowed_paths import require_allowed
 from forge_ray.spec.stages import TaskSpec
 
 ALIASES = {"regex": "regex_match", "numeric": "numeric_match"}
+#: row fields copied into every result (item files): the question's kind, where its fact comes
+#: from, and — with retrieval — the question alone, the passages shown and whether they held the fact
+SHOWN_FIELDS = ("type", "hops", "source_docs", "question", "passages", "gold_retrieved")
 
 
 class TaskError(ValueError):
@@ -127,7 +130,7 @@ def score_rows(task: TaskSpec, rows: list[dict], texts: list[str]) -> list[dict]
     columns = {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r} - {"prompt", "line"}}
     scores = scorer(task.scorer)([r["prompt"] for r in rows], texts, **columns, **task.scorer_args)
     return [{"line": r["line"], "prompt": r["prompt"], "answer": r.get("answer"), "output": t, "score": float(s),
-             **({"type": r["type"]} if "type" in r else {})} for r, t, s in zip(rows, texts, scores)]
+             **{k: r[k] for k in SHOWN_FIELDS if k in r}} for r, t, s in zip(rows, texts, scores)]
 
 
 def _multiple_choice(model, rows: list[dict], prompts: list[list[int]]) -> list[dict]:

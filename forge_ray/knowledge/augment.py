@@ -25,6 +25,7 @@ class ModelFreeStrategies:
     templates: tuple[str, ...] = FIELD_TEMPLATES
     field_templates: dict[str, tuple[str, ...]] = field(default_factory=dict)
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # entity → short names to restate
+    restate: bool = True         # permuted sentences get the entity's full name where they lost it
 
 
 def _rng(seed: int, source_id: str) -> random.Random:
@@ -39,8 +40,9 @@ def augment_document(doc_id: str, text: str, how: ModelFreeStrategies, seed: int
     span = [0, len(text)]
     rows = [{"text": text, "doc_id": f"{doc_id}#original-{i}", "source_doc": doc_id, "strategy": "original",
              "span": span} for i in range(how.multiplicity)]
-    entity = title(text)
-    for i, copy in enumerate(permute(text, how.permute, rng, entity, how.aliases.get(entity or "", ()))):
+    entity = title(text) if how.restate else None
+    for i, copy in enumerate(permute(text, how.permute, rng, entity, how.aliases.get(entity or "", ()),
+                                     restate_sentences=how.restate)):
         rows.append({"text": copy, "doc_id": f"{doc_id}#permute-{i}", "source_doc": doc_id, "strategy": "permute",
                      "span": span})
     return rows

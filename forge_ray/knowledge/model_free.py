@@ -22,6 +22,7 @@ from dataclasses import dataclass
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[#])")
 _PRONOUN_START = re.compile(r"^(It|They|He|She|This|The team|The product|The service|The system)\b(?P<rest>.*)",
                             re.DOTALL)
+_LABEL = re.compile(r"^\s*[A-Z][\w ]{0,30}:\s")
 _POSSESSIVE_START = re.compile(r"^(Its|Their|His|Her)\b(?P<rest>.*)", re.DOTALL)
 
 
@@ -41,14 +42,17 @@ class Block:
 
 
 def blocks(document: str) -> list[Block]:
-    """Paragraphs split on blank lines; headings, list items, tables and code are not prose."""
+    """Paragraphs split on blank lines; headings, list items, tables, code and labelled lines
+    ("Q: …" / "A: …", "Key: value") are not prose — their order carries meaning."""
     out, in_code = [], False
     for part in re.split(r"\n\s*\n", document.strip()):
         first = part.lstrip()
         fenced = first.startswith("```")
         if fenced and part.count("```") % 2 == 1:
             in_code = not in_code
-        structural = in_code or fenced or first.startswith(("#", "-", "*", "|", ">", "    ")) or re.match(r"\d+\.\s", first)
+        labelled = "\n" in part.strip() and all(_LABEL.match(ln) for ln in part.strip().splitlines())
+        structural = (in_code or fenced or labelled or first.startswith(("#", "-", "*", "|", ">", "    "))
+                      or re.match(r"\d+\.\s", first))
         out.append(Block(part.strip(), prose=not structural))
     return out
 
@@ -77,10 +81,10 @@ def restate(sentence: str, entity: str, aliases: tuple[str, ...] = ()) -> str:
 
 
 def permute(document: str, k: int, rng: random.Random, entity: str | None = None,
-            aliases: tuple[str, ...] = ()) -> list[str]:
+            aliases: tuple[str, ...] = (), restate_sentences: bool = True) -> list[str]:
     """``k`` copies of ``document``, the sentences of each prose paragraph in a new order (each
     sentence exactly once, restated first so it keeps its subject); other blocks stay in place."""
-    entity = entity or title(document)
+    entity = (entity or title(document)) if restate_sentences else None
     parts = blocks(document)
     copies = []
     for _ in range(k):

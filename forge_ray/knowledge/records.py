@@ -27,7 +27,15 @@ def read_records(path: str, entity: str) -> list[dict]:
             if entity not in (reader.fieldnames or []):
                 raise DataError(path, 1, f"no column {entity!r} (columns: {', '.join(reader.fieldnames or [])})",
                                 "set `entity` to the column naming what each row is about")
-            rows = [(i, dict(r)) for i, r in enumerate(reader, start=2)]  # line 1 is the header
+            rows = []
+            for i, r in enumerate(reader, start=2):  # line 1 is the header
+                if None in r or None in r.values():  # more fields than the header, or fewer
+                    named = sum(v is not None for k, v in r.items() if k is not None)
+                    have = named + len(r.get(None) or [])  # DictReader keeps surplus fields under None
+                    raise DataError(path, reader.line_num, f"row has {have} fields, the header has "
+                                    f"{len(reader.fieldnames)} ({', '.join(reader.fieldnames)})",
+                                    "quote fields that contain commas")
+                rows.append((i, dict(r)))
     elif suffix in (".jsonl", ".json"):
         rows = []
         for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):

@@ -32,5 +32,24 @@ class StageSpec:
             yield "name", f"{self.name!r} is not a valid run name", "use letters, digits, '-', '_' or '.', ≤100 chars"
 
     def input_runs(self) -> dict[str, str]:
-        """Input field → run name, for the inputs that are set."""
-        return {f: getattr(self, f) for f in self.INPUTS if getattr(self, f)}
+        """Input field → run name, for the inputs that are set (sources naming a run included, as
+        ``sources[0].run``)."""
+        return {**{f: getattr(self, f) for f in self.INPUTS if getattr(self, f)}, **source_runs(self)}
+
+
+def source_runs(spec, prefix: str = "") -> dict[str, str]:
+    """``field[i].run`` → run name for every source of ``spec`` (or of a section in it, e.g.
+    ``retrieval.documents[0].run``) that reads an earlier run's corpus."""
+    import dataclasses
+
+    from forge_ray.spec.sections import SourceSpec
+
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, (SourceSpec, StageSpec)):
+            out.update(source_runs(value, f"{prefix}{f.name}."))
+        for i, src in enumerate(value if isinstance(value, list) else []):
+            if isinstance(src, SourceSpec) and src.run:
+                out[f"{prefix}{f.name}[{i}].run"] = src.run
+    return out

@@ -137,6 +137,27 @@ class TaskSpec:
 
 
 @dataclass(kw_only=True)
+class RetrievalSpec:
+    """The retrieval baseline: documents chunked and indexed with BM25, the top-k passages put in
+    front of each question for the models evaluated with ``rag``."""
+
+    documents: list[SourceSpec] = opt(help="what to index: document paths, or `run:` a data/augment run")
+    k: int = opt(3, "passages per question", ge=1, le=50)
+    chunk_chars: int = opt(400, "longest chunk in characters (chunks follow paragraphs)", ge=50)
+    max_context_chars: int = opt(1200, "passages are cut to this many characters in the prompt (the model's "
+                                       "context is finite)", ge=50)
+    gold_field: str = opt("source_docs", "task rows' field listing the documents that hold the answer, for "
+                                         "recall@k (paths match by their trailing components)")
+
+    def check(self):
+        if not self.documents:
+            yield "documents", "needs at least one source to index", ""
+
+
+Mode = Literal["closed_book", "rag", "both"]
+
+
+@dataclass(kw_only=True)
 class EvalStage(StageSpec):
     """Evaluate one or more models and compare them side by side."""
 
@@ -159,6 +180,10 @@ class EvalStage(StageSpec):
     backend: Literal["auto", "vllm", "hf"] = opt("auto", "generation: vLLM when installed, else batched HF")
     batch_size: int = opt(16, "prompts per HF batch", ge=1)
     bootstrap_samples: int = opt(1000, "resamples for confidence intervals", ge=100)
+    retrieval: RetrievalSpec | None = opt(None, "index documents for a retrieval (RAG) baseline")
+    mode: Mode = opt("closed_book", "closed_book: questions alone; rag: with retrieved passages (`MODEL + rag` "
+                                    "in the report); both: each model twice, on the same items")
+    modes: dict[str, Mode] = opt({}, "model → its own mode (others use `mode`)")
     cpus_per_model: float = opt(1.0, "CPUs of each model's evaluation task (models run in parallel)", gt=0)
     gpus_per_model: float = opt(0.0, "GPUs of each model's evaluation task", ge=0)
 
@@ -190,6 +215,13 @@ class EvalStage(StageSpec):
             yield "reward_model", "the reward_model judge needs a reward_model run", ""
         if "rubric" in self.judges and not self.rubric_model:
             yield "rubric_model", "the rubric judge needs a rubric_model", ""
+        for m in sorted(set(self.modes) - set(self.models)):
+            yield f"modes.{m}", "names a model that is not in `models`", f"one of: {', '.join(self.models)}"
+        if not self.retrieval and any(self.mode_of(m) != "closed_book" for m in self.models):
+            yield "retrieval", "mode rag/both needs a `retrieval:` section (the documents to index)", ""
+
+    def mode_of(self, model: str) -> str:
+        return self.modes.get(model, self.mode)
 
     def input_runs(self) -> dict[str, str]:
         runs = {f"models[{i}]": m.removeprefix("random:") for i, m in enumerate(self.models)
@@ -197,4 +229,6 @@ class EvalStage(StageSpec):
         for field_name in ("reward_model", "rubric_model", "perplexity_dataset"):
             if getattr(self, field_name):
                 runs[field_name] = getattr(self, field_name)
-        return runs
+        from forge_ray.spec.base import source_runs
+
+        return {**runs, **source_runs(self)}

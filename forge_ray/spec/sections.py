@@ -18,9 +18,11 @@ RowFormat = Literal["text", "chat", "preference", "prompt_answer", "image_text"]
 
 @dataclass(kw_only=True)
 class SourceSpec:
-    """One input: a file, a glob, or a directory tree, read as rows of a given format."""
+    """One input: a file, a glob, or a directory tree, read as rows of a given format — or the
+    corpus of an earlier run (``run: NAME``: an ``augment`` run's corpus, a ``data`` run's docs)."""
 
-    path: str = opt(help="file, directory or glob; any pyarrow.fs URI")
+    path: str = opt("", "file, directory or glob; any pyarrow.fs URI")
+    run: str | None = opt(None, "instead of path: an augment or data run whose corpus to read (a parent in lineage)")
     type: SourceType = opt("auto", "file type; 'auto' infers from the extension, directories are 'text'")
     format: RowFormat = opt("text", "row schema: text, chat (messages), preference (prompt/chosen/rejected), "
                                     "prompt_answer (RL), image_text")
@@ -30,10 +32,18 @@ class SourceSpec:
                              "for directory trees: glob patterns of files to read")
     exclude: list[str] = opt([], "for directory trees: glob patterns to skip")
     weight: float = opt(1.0, "relative sampling weight when several sources are mixed", gt=0)
+    dedup: bool | None = opt(None, "whether deduplication may remove this source's rows; unset: yes, except for an "
+                                   "augment run's corpus (it repeats facts on purpose)")
 
     def check(self):
+        if self.run:
+            from forge_ray.spec.base import RUN_NAME
+
+            if not RUN_NAME.match(self.run):
+                yield "run", f"{self.run!r} is not a valid run name", "letters, digits, '-', '_' or '.'"
+            return
         if not self.path:
-            yield "path", "must not be empty", "give a file, directory or glob"
+            yield "path", "must not be empty", "give a file, directory or glob (or `run:` an earlier run)"
         yield from path_problems("path", [self.path])
 
 

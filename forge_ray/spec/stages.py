@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from forge_ray.spec.augment import AugmentStage
 from forge_ray.spec.base import RUN_NAME, StageSpec  # noqa: F401 - re-exported
 from forge_ray.spec.rl_eval import ColocateSpec, EvalStage, RLStage, RolloutSpec, TaskSpec  # noqa: F401
 from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceSpec, TrainSpec
@@ -304,6 +305,6 @@ class PipelineStage(StageSpec):
 
 STAGES: dict[str, type[StageSpec]] = {
     cls.KIND: cls
-    for cls in (TokenizerStage, DataStage, PretrainStage, SftStage, DpoStage, RewardModelStage, RLStage,
+    for cls in (TokenizerStage, DataStage, AugmentStage, PretrainStage, SftStage, DpoStage, RewardModelStage, RLStage,
                 EvalStage, VLMStage, SweepStage, PipelineStage)
 }

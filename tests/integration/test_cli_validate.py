@@ -46,7 +46,7 @@ def test_schema_prints_valid_json_schema_for_every_kind():
     schema = json.loads(result.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     kinds = {d["properties"]["kind"]["const"] for d in schema["$defs"].values() if "kind" in d.get("properties", {})}
-    assert kinds == {"tokenizer", "data", "pretrain", "sft", "dpo", "reward_model", "rl", "eval", "vlm", "sweep", "pipeline"}
+    assert kinds == {"tokenizer", "data", "augment", "pretrain", "sft", "dpo", "reward_model", "rl", "eval", "vlm", "sweep", "pipeline"}
     one = json.loads(forge("schema", "pretrain").stdout)
     assert one["$ref"] == "#/$defs/PretrainStage"
     assert forge("schema", "pretrian").returncode == 2

@@ -42,3 +42,11 @@ def test_bad_records_name_the_file_and_row(tmp_path, name, content, error):
         (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=error):
         read_records(str(tmp_path / name), "product")
+
+
+@pytest.mark.parametrize("body, fields", [("A,1,T\nB,2\n", 2), ("A,1,T\nB,2,T,extra\n", 4)])
+def test_a_csv_row_with_too_few_or_too_many_fields_names_its_line(tmp_path, body, fields):
+    path = tmp_path / "t.csv"
+    path.write_text("product,part,owner\n" + body)
+    with pytest.raises(DataError, match=rf"t\.csv:3: row has {fields} fields, the header has 3"):
+        read_records(str(path), "product")

@@ -46,3 +46,39 @@ def test_bm25_finds_each_facts_document_and_recall_counts_two_hop_questions(inde
 def test_an_empty_corpus_is_a_clear_error():
     with pytest.raises(ValueError, match="nothing to index"):
         BM25Index([])
+
+
+def test_task_rows_get_passages_gold_flags_and_recall(index):
+    from forge_ray.eval.retrieval import same_document, with_passages
+
+    rows = [{"prompt": "What is the part number of Keilkrou?", "answer": "GM-1030", "line": 1,
+             "source_docs": ["docs/products/keilkrou.md"]},
+            {"prompt": "Where is the team that owns Bonbul based?", "answer": "Eastholm", "line": 2,
+             "source_docs": ["docs/products/bonbul.md", "docs/teams/osprey.md"]},
+            {"prompt": "Who is the lead of Team Osprey?", "answer": "Brustan Fulzi", "line": 3}]
+    out, recall = with_passages(rows, index, k=1, max_context_chars=1000, gold_field="source_docs")
+    assert [r["question"] for r in out] == [r["prompt"] for r in rows]
+    assert out[0]["prompt"].endswith("Question: " + rows[0]["prompt"]) and "GM-1030" in out[0]["prompt"]
+    assert out[0]["gold_retrieved"] is True and out[1]["gold_retrieved"] is False  # one passage, two documents
+    assert "gold_retrieved" not in out[2]  # no gold documents named: not counted
+    assert recall == 0.5 and all(len(r["passages"]) == 1 for r in out)
+    assert same_document("docs/products/keilkrou.md", "products/keilkrou.md")
+    assert not same_document("docs/products/keilkrou.md", "ilkrou.md")  # whole path components only
+    short, _ = with_passages(rows[:1], index, k=4, max_context_chars=60, gold_field="source_docs")
+    assert len(short[0]["prompt"]) <= 60 + len("\n\nQuestion: ") + len(rows[0]["prompt"])  # the context is capped
+
+
+def test_eval_spec_needs_retrieval_for_rag_and_known_models():
+    from forge_ray.spec import SpecError, build_spec
+
+    base = {"kind": "eval", "name": "e", "models": ["a", "b"], "tasks": [{"name": "t", "path": __file__}]}
+    with pytest.raises(SpecError, match="retrieval"):
+        build_spec({**base, "mode": "both"})
+    with pytest.raises(SpecError, match="modes.c"):
+        build_spec({**base, "modes": {"c": "rag"}, "retrieval": {"documents": [{"path": "."}]}})
+    spec = build_spec({**base, "modes": {"b": "rag"}, "mode": "both",
+                       "retrieval": {"documents": [{"run": "demo-corpus"}]}})
+    from forge_ray.eval.stage import shown_models
+
+    assert shown_models(spec) == ["a", "a + rag", "b + rag"]
+    assert spec.input_runs()["retrieval.documents[0].run"] == "demo-corpus"  # a parent in lineage
