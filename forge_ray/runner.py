@@ -129,6 +129,7 @@ INPUT_KINDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("vlm", "init_from"): ("vlm",),
     ("*", "reward_model"): ("reward_model",),
     ("*", "run"): ("augment", "data"),  # a source reading an earlier run's corpus
+    ("augment", "teacher.model"): _LANGUAGE_MODELS,
 }
 #: the output a ``run:`` source reads, by the kind of that run
 CORPUS_OUTPUTS = {"augment": "corpus", "data": "docs"}

@@ -68,13 +68,15 @@ def _refused(url: str, api_key: str | None) -> PermissionError:
 class EndpointModel:
     """The interface :func:`forge_ray.eval.tasks.run_task` uses, over HTTP."""
 
-    def __init__(self, ref: str, api_key: str | None = None, concurrency: int = 8, timeout_s: float = 120):
+    def __init__(self, ref: str, api_key: str | None = None, concurrency: int = 8, timeout_s: float = 120,
+                 temperature: float = 0.0):
         from openai import OpenAI
 
         self.url, self.name = split_ref(ref)
         self.api_key = api_key
         self.client = OpenAI(base_url=self.url, api_key=api_key or "none", timeout=timeout_s, max_retries=2)
         self.concurrency = concurrency
+        self.temperature = temperature  # 0: greedy (evaluation); a teacher samples
 
     def prompt_ids(self, prompt: str, shots=(), style: str = "auto"):
         """Not token ids here: the request to send (chat messages, or plain ``Q: … A:`` text)."""
@@ -89,9 +91,10 @@ class EndpointModel:
         kind, body = request
         if kind == "chat":
             r = self.client.chat.completions.create(model=self.name, messages=body, max_tokens=max_new_tokens,
-                                                    temperature=0.0)
+                                                    temperature=self.temperature)
             return r.choices[0].message.content or ""
-        r = self.client.completions.create(model=self.name, prompt=body, max_tokens=max_new_tokens, temperature=0.0)
+        r = self.client.completions.create(model=self.name, prompt=body, max_tokens=max_new_tokens,
+                                           temperature=self.temperature)
         return r.choices[0].text
 
     def generate(self, prompts: list, max_new_tokens: int = 32) -> list[str]:

@@ -33,7 +33,9 @@ from forge_ray.spec.stages import CleanSpec
 
 log = logging.getLogger("forge_ray.knowledge")
 CORPUS_COLUMNS = ["doc_id", "text", "source_doc", "strategy", "span_start", "span_end"]
-GENERATED = ("permute", "render")  # strategies whose rows are deduplicated against every other row
+#: strategies whose rows are deduplicated against every other row (the originals' copies are deliberate)
+GENERATED = ("permute", "render", "teacher_qa", "teacher_paraphrase", "teacher_relations")
+REJECTIONS = ("unparseable", "ungrounded")
 
 
 def strategies(spec: AugmentStage) -> ModelFreeStrategies:
@@ -52,7 +54,7 @@ class AugmentDocuments:
         out: dict[str, list] = {c: [] for c in CORPUS_COLUMNS}
         for doc_id, text, meta in zip(batch["doc_id"], batch["text"], batch["meta"]):
             path = json.loads(meta)["path"]
-            if any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in self.exclude):
+            if _excluded(path, self.exclude):
                 rows = [{"text": text, "doc_id": f"{path}#original-0", "source_doc": path, "strategy": "kept",
                          "span": [0, len(text)]}]
             else:
@@ -136,6 +138,10 @@ def _documents(spec: AugmentStage):
 def run(spec: AugmentStage, run: RunDir, ctx: Context) -> StageResult:
     files = [sf for i, s in enumerate(spec.sources) for sf in expand_source(s, i)]
     items = _record_items(spec)  # validated before Ray starts: a bad table fails at once
+    if spec.teacher:
+        from forge_ray.knowledge.teacher_run import check_endpoint
+
+        check_endpoint(spec.teacher)  # a teacher endpoint that is down or refuses us: fail now, naming it
     run.update(fingerprints={"sources": fingerprint(files) if files else ""}, input_files=len(files),
                input_records=len(items))
     ctx.ensure_ray()
@@ -151,8 +157,15 @@ def run(spec: AugmentStage, run: RunDir, ctx: Context) -> StageResult:
     if items:
         parts.append(ray.data.from_items(items).map_batches(RenderRecords(how, spec.seed), batch_format="numpy",
                                                             batch_size=256))
+    teacher_reasons: dict[str, Counter] = {}
+    if spec.teacher and docs is not None:
+        kept_teacher, teacher_reasons = _teacher(spec, docs, ctx)
+        if kept_teacher is not None:
+            parts.append(kept_teacher)
     ds = (parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])).materialize()
     produced = Counter(r["strategy"] for r in ds.select_columns(["strategy"]).iter_rows())
+    for strategy, reasons in teacher_reasons.items():  # a teacher's rejected outputs were produced too
+        produced[strategy] += sum(n for reason, n in reasons.items() if reason != "kept")
     ds, duplicates = _drop_generated_duplicates(ds)
     before_decontam = Counter(r["strategy"] for r in ds.select_columns(["strategy"]).iter_rows())
     clean = CleanSpec(decontaminate=list(spec.decontaminate), decontam_ngram=spec.decontam_ngram)
@@ -170,9 +183,13 @@ def run(spec: AugmentStage, run: RunDir, ctx: Context) -> StageResult:
                         "the augmented corpus is empty", "check the sources and the strategies' counts")
     with run.local_dir("corpus") as out:
         ds.select_columns(CORPUS_COLUMNS).write_parquet(str(out), min_rows_per_file=spec.shard_rows)
-    rows = {s: {"produced": produced[s], "duplicates": duplicates.get(s, 0),
-                "contaminated": before_decontam[s] - kept[s], "kept": kept[s], "words": words[s]}
-            for s in sorted(produced)}
+    rows = {s: {"produced": produced[s], **{r: teacher_reasons.get(s, {}).get(r, 0) for r in REJECTIONS},
+                "duplicates": duplicates.get(s, 0), "contaminated": before_decontam[s] - kept[s], "kept": kept[s],
+                "words": words[s]} for s in sorted(produced)}
+    for s, v in rows.items():
+        if s in teacher_reasons:
+            parsed = v["produced"] - v["unparseable"]
+            v["grounded_fraction"] = (parsed - v["ungrounded"]) / parsed if parsed else 0.0
     metrics = {"documents": doc_counts["documents"], "skipped_documents": doc_counts["skipped"],
                "records": len(items), "rows": sum(kept.values()), "words": sum(words.values()),
                **{f"{s}_rows": v["kept"] for s, v in rows.items()},
@@ -182,6 +199,35 @@ def run(spec: AugmentStage, run: RunDir, ctx: Context) -> StageResult:
     run.log_metrics(0, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     log.info("augment: %s", json.dumps(metrics))
     return StageResult(metrics=metrics, outputs={"corpus": "corpus", "report": "report"})
+
+
+def _teacher(spec: AugmentStage, docs, ctx: Context):
+    """The teacher's kept rows and its rejections by reason (an endpoint is checked first)."""
+    from forge_ray.eval.endpoint import is_endpoint
+    from forge_ray.knowledge.teacher_run import teacher_rows
+    from forge_ray.runner import input_dir
+
+    included = docs.filter(_Included(spec.exclude))
+    if is_endpoint(spec.teacher.model):
+        kept, reasons, _ = teacher_rows(spec.teacher, included, None, spec.seed)
+        return kept, reasons
+    with input_dir(ctx, spec.teacher.model, "model") as model_dir:
+        kept, reasons, _ = teacher_rows(spec.teacher, included, str(model_dir), spec.seed)
+        return (kept.materialize() if kept is not None else None), reasons
+
+
+class _Included:
+    """Row filter: documents the spec does not exclude from augmentation."""
+
+    def __init__(self, exclude: list[str]):
+        self.exclude = exclude
+
+    def __call__(self, row: dict) -> bool:
+        return not _excluded(json.loads(row["meta"])["path"], self.exclude)
+
+
+def _excluded(path: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns)
 
 
 def _drop_generated_duplicates(ds):
@@ -212,9 +258,11 @@ def _report(rdir, spec: AugmentStage, metrics: dict, rows: dict, examples: dict)
     lines = [f"# Augment report: {spec.name}", "",
              f"{metrics['documents']} documents and {metrics['records']} records → {metrics['rows']} rows "
              f"({metrics['words']} words).", "",
-             "| strategy | produced | duplicates | contaminated | kept | words |", "|---|---|---|---|---|---|"]
-    lines += [f"| {s} | {v['produced']} | {v['duplicates']} | {v['contaminated']} | {v['kept']} | {v['words']} |"
-              for s, v in rows.items()]
+             "| strategy | produced | unparseable | ungrounded | grounded | duplicates | contaminated | kept | words |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s} | {v['produced']} | {v['unparseable']} | {v['ungrounded']} | "
+              f"{'—' if 'grounded_fraction' not in v else format(v['grounded_fraction'], '.2f')} | {v['duplicates']} | "
+              f"{v['contaminated']} | {v['kept']} | {v['words']} |" for s, v in rows.items()]
     lines += ["", "## Examples", ""]
     for s, items in examples.items():
         for e in items:

@@ -112,3 +112,14 @@ def test_bad_input_names_the_file_and_line_and_writes_no_corpus(ray_cluster, tmp
         assert "empty document" in result.stderr
     assert not (storage / "kn-augmented" / "corpus").exists()
     assert not (storage / "kn-data").exists()
+
+
+def test_an_in_cluster_teacher_run_writes_grounded_study_material(ray_cluster, demo_runs, demo_data, tmp_path):
+    """The demo's SFT model as the teacher, loaded by a Ray Data actor (vLLM where installed)."""
+    from tests.integration.test_serve_import import _teacher_spec, check_teacher_corpus
+
+    spec = _teacher_spec(tmp_path, "teacher-run", "demo-sft", demo_data)
+    result = forge("run", spec, "--storage", str(demo_runs), env={"RAY_ADDRESS": ray_cluster["gcs"]})
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_teacher_corpus(demo_runs / "teacher-run", demo_data)
+    assert read_json(demo_runs / "teacher-run" / "manifest.json")["parents"] == ["demo-sft"]

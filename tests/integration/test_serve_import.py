@@ -205,3 +205,63 @@ def test_the_arena_talks_to_a_served_endpoint_like_to_the_local_run(served, demo
     local = list(api.generate("demo-sft", question, max_new_tokens=24, storage=str(demo_runs)))
     assert len(remote) > 1 and remote[-1] == local[-1] and remote[-1]  # streamed, and the same answer
 
+
+
+def _teacher_spec(tmp_path, name: str, teacher: str, demo_data, tasks=("qa", "paraphrase")) -> str:
+    """An augment stage over a few product pages whose teacher is ``teacher``: the built-in QA
+    prompt (a tiny model cannot follow it: its output is counted as unparseable), and a
+    paraphrase prompt the demo's SFT model does answer (the part number, from the passage)."""
+    import yaml
+
+    spec = {"kind": "augment", "name": name, "sources": [{"path": str(demo_data / "docs" / "products")}],
+            "multiplicity": 0, "permute": {"copies": 0},
+            "teacher": {"model": teacher, "tasks": list(tasks), "max_documents": 8, "max_new_tokens": 24,
+                        "temperature": 0.0,
+                        "prompts": {"paraphrase": "{chunk}\n\nQuestion: What is the part number of {entity}?"}}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def check_teacher_corpus(run, demo_data) -> dict:
+    """Shared by the endpoint and the in-cluster teacher tests: every rejection counted, every
+    kept item grounded in the span of the document it names."""
+    import pyarrow.parquet as pq
+
+    from forge_ray.knowledge.teacher import invented
+
+    report = read_json(run / "report" / "report.json")
+    qa, para = report["strategies"]["teacher_qa"], report["strategies"]["teacher_paraphrase"]
+    assert qa["produced"] == 8 and qa["unparseable"] + qa["ungrounded"] == 8 and qa["kept"] == 0
+    assert para["produced"] == 8 and para["kept"] >= 4, para  # the SFT model mostly reads the right code
+    assert para["kept"] + para["ungrounded"] + para["unparseable"] + para["duplicates"] == 8
+    rows = [r for f in sorted((run / "corpus").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(rows) == para["kept"]
+    for r in rows:
+        source = (demo_data / "docs" / "products" / r["source_doc"]).read_text()
+        assert 0 <= r["span_start"] < r["span_end"] <= len(source)
+        assert invented(r["text"], source[r["span_start"]:r["span_end"]]) == []  # nothing the passage lacks
+    return report
+
+
+def test_augment_with_the_served_model_as_a_teacher(served, ray_cluster, demo_runs, demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_ENDPOINT_API_KEY", KEY)
+    monkeypatch.setenv("FORGE_ENDPOINT_URLS", served)
+    env = {"RAY_ADDRESS": ray_cluster["gcs"]}
+    spec = _teacher_spec(tmp_path, "teacher-endpoint", f"{served}#demo-sft", demo_data)
+    result = forge("run", spec, "--storage", str(demo_runs), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_teacher_corpus(demo_runs / "teacher-endpoint", demo_data)
+    assert KEY not in (demo_runs / "teacher-endpoint" / "spec.yaml").read_text()
+    # the same endpoint without its key listed for it (a 401), and an endpoint nobody listens at:
+    # each fails at once naming the URL, and writes no corpus
+    monkeypatch.delenv("FORGE_ENDPOINT_URLS")
+    refused = forge("run", _teacher_spec(tmp_path, "teacher-401", f"{served}#demo-sft", demo_data),
+                    "--storage", str(demo_runs), env=env)
+    assert refused.returncode == 2 and f"endpoint {served} wants an API key (401)" in refused.stderr, refused.stderr
+    down = f"http://127.0.0.1:{_free_port()}/v1"
+    unreachable = forge("run", _teacher_spec(tmp_path, "teacher-down", f"{down}#demo-sft", demo_data),
+                        "--storage", str(demo_runs), env=env)
+    assert unreachable.returncode == 2 and f"teacher endpoint {down} is unreachable" in unreachable.stderr
+    for name in ("teacher-401", "teacher-down"):
+        assert not (demo_runs / name / "corpus").exists()
