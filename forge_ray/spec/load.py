@@ -24,7 +24,9 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def expand_env(value: Any, path: str = "", problems: list[Problem] | None = None, env=None) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a nested structure."""
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a nested structure. A value
+    that is nothing but one reference is a :class:`FromEnv`: an int, float or bool field reads
+    it as that type (``max_steps: ${STEPS:-400}`` is the number 400), a str field as text."""
     env = os.environ if env is None else env
     problems = [] if problems is None else problems
     if isinstance(value, dict):
@@ -44,7 +46,13 @@ def expand_env(value: Any, path: str = "", problems: list[Problem] | None = None
                                 f"set {name} or write ${{{name}:-default}}"))
         return match.group(0)
 
-    return _VAR.sub(sub, value)
+    expanded = _VAR.sub(sub, value)
+    return FromEnv(expanded) if _VAR.fullmatch(value.strip()) and expanded != value else expanded
+
+
+class FromEnv(str):
+    """A value that was one ``${VAR}`` reference: the typed loader reads it as the number or
+    boolean it spells where the field wants one (an environment variable is always text)."""
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
@@ -217,3 +225,6 @@ def schema(kind: str | None = None) -> dict:
             defs[cls.__name__]["properties"]["kind"] = {"const": k, "description": "stage kind"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"forge-ray {kind or 'spec'}",
             **top, "$defs": defs}
+
+
+yaml.SafeDumper.add_representer(FromEnv, lambda dumper, value: dumper.represent_str(str(value)))  # e.g. inside Any

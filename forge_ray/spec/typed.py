@@ -141,6 +141,15 @@ class _Loader:
         return value
 
     def _scalar(self, tp, value, path, meta):
+        if type(value).__name__ == "FromEnv":  # an env var's text: a number where a number is due
+            value = str(value)
+            if tp in (int, float, bool):
+                import yaml
+
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass
         if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string; it is a number here
         ok = (

@@ -99,6 +99,16 @@ def test_env_expansion_with_default_and_missing():
     assert "NOPE is not set" in problems(exc)["sources[0].path"]
 
 
+def test_a_value_that_is_one_env_reference_takes_its_yaml_type():
+    raw = {**TOK, "vocab_size": "${VOCAB:-1024}", "description": "${NOTE:-512}"}
+    assert build_spec(raw, env={}).vocab_size == 1024
+    assert build_spec(raw, env={"VOCAB": "2048"}).vocab_size == 2048
+    assert build_spec({**raw, "description": "run ${N:-3}"}, env={}).description == "run 3"  # text stays text
+    with pytest.raises(SpecError) as exc:
+        build_spec(raw, env={"VOCAB": "many"})
+    assert "must be int" in problems(exc)["vocab_size"]
+
+
 def test_overrides_are_typed_and_validated(tmp_path):
     p = write(tmp_path, yaml.safe_dump(TOK))
     spec = load_spec(p, ["vocab_size=1024", "sources.0.format=chat", "special_tokens.extra=[<x>, <y>]"])
