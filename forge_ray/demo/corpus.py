@@ -229,15 +229,15 @@ def _reading_chats(train_q: list[dict], files: dict[str, str], rng: random.Rando
     retrieves for it from the docs in front (as the eval's retrieval baseline shows them), the
     answer taken from them. Without these the `+ rag` rows would measure a reader never taught
     to read, not retrieval."""
-    from forge_ray.eval.retrieval import BM25Index, chunk_document, rag_prompt
+    from forge_ray.eval.retrieval import BM25Index, chunk_document, with_passages
 
     chunks = [c for rel, text in sorted(files.items()) if rel.startswith("docs/") and rel != "docs/faq.md"
               for c in chunk_document(rel.removeprefix("docs/"), text, 400)]
-    index = BM25Index(chunks)
     asked = [q for q in train_q if rng.random() < 0.5]
-    found = index.search([q["phrasings"][1] for q in asked], k)
-    return [{"messages": [{"role": "user", "content": rag_prompt(q["phrasings"][1], passages)},
-                          {"role": "assistant", "content": sentence(q)}]} for q, passages in zip(asked, found)]
+    # the eval's retrieval defaults: 400-character chunks, k=3, at most 1000 characters of passages
+    rows, _ = with_passages([{"prompt": q["phrasings"][1]} for q in asked], BM25Index(chunks), k, 1000, "")
+    return [{"messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": sentence(q)}]}
+            for q, row in zip(asked, rows)]
 
 
 def _jsonl(rows: list[dict]) -> str:

@@ -134,7 +134,8 @@ def shown_models(spec: EvalStage) -> list[str]:
 def rag_tasks(spec: EvalStage) -> tuple[dict, dict]:
     """``({task: [shots, rows]} with passages in every prompt, {task: recall@k}``) — built once on
     the driver (one index for every model), or empty without a ``retrieval`` section. Image
-    tasks are left out (their questions are about the image)."""
+    tasks are left out (their questions are about the image), and so are few-shot tasks (worked
+    examples each behind their own passages would not fit a small model's context)."""
     if not spec.retrieval:
         return {}, {}
     from forge_ray.eval.retrieval import build_index, with_passages
@@ -145,13 +146,11 @@ def rag_tasks(spec: EvalStage) -> tuple[dict, dict]:
     log.info("retrieval: %d chunks indexed", len(index.chunks))
     prepared, recall = {}, {}
     for task in spec.tasks:
-        if has_images(task):
+        if has_images(task) or task.few_shot:
             continue
-        shots, rows = load_rows(task)
-        shot_rows, _ = with_passages([{"prompt": q, "answer": a} for q, a in shots], index, r.k,
-                                     r.max_context_chars, r.gold_field)
+        _, rows = load_rows(task)
         rag_rows, recall[task.name] = with_passages(rows, index, r.k, r.max_context_chars, r.gold_field)
-        prepared[task.name] = [[(s["prompt"], s["answer"]) for s in shot_rows], rag_rows]
+        prepared[task.name] = [[], rag_rows]
     return prepared, recall
 
 

@@ -107,6 +107,11 @@ def run_task(model, task: TaskSpec, shots: list[tuple[str, str]], rows: list[dic
     """Per-row results ``{line, prompt, answer, output, score}`` of one model on one task.
     ``generate(prompt_ids, max_new_tokens) -> token ids`` defaults to the model's own."""
     prompts = [model.prompt_ids(r["prompt"], shots, task.style) for r in rows]
+    context = getattr(getattr(getattr(model, "model", None), "config", None), "max_position_embeddings", None)
+    if isinstance(context, int) and task.scorer != "choice_loglik":
+        # a prompt longer than the model's context (a question behind long passages) keeps its end:
+        # the question and the turn that asks for the answer
+        prompts = [p[-(context - task.max_new_tokens):] for p in prompts]
     if task.scorer == "choice_loglik":
         return _multiple_choice(model, rows, prompts)
     outputs = (generate or model.generate)(prompts, task.max_new_tokens)

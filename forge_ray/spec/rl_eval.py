@@ -144,7 +144,7 @@ class RetrievalSpec:
     documents: list[SourceSpec] = opt(help="what to index: document paths, or `run:` a data/augment run")
     k: int = opt(3, "passages per question", ge=1, le=50)
     chunk_chars: int = opt(400, "longest chunk in characters (chunks follow paragraphs)", ge=50)
-    max_context_chars: int = opt(1200, "passages are cut to this many characters in the prompt (the model's "
+    max_context_chars: int = opt(1000, "passages are cut to this many characters in the prompt (the model's "
                                        "context is finite)", ge=50)
     gold_field: str = opt("source_docs", "task rows' field listing the documents that hold the answer, for "
                                          "recall@k (paths match by their trailing components)")

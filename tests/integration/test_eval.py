@@ -24,12 +24,12 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     facts = report["tasks"]["held-out-facts"]
     print("held-out facts:", {m: (round(s["score"], 2), [round(c, 2) for c in s["ci"]]) for m, s in facts.items()})
     print("ranking:", [(r["model"], round(r["mean_score"], 3)) for r in report["ranking"]])
-    assert all(s["n"] == 36 for s in facts.values())
+    assert all(s["n"] == 190 for s in facts.values())
     for post in ("demo-sft", "demo-grpo"):
         for base in ("demo-pretrain", "random:demo-pretrain"):
             # the post-trained model's interval lies wholly above the base model's
             assert facts[post]["ci"][0] > facts[base]["ci"][1], (post, base, facts[post], facts[base])
-    order = [r["model"] for r in report["ranking"]]
+    order = [r["model"] for r in report["ranking"] if not r["model"].endswith(" + rag") and r["model"] != "demo-sft-plain"]
     assert set(order[:3]) == {"demo-sft", "demo-dpo", "demo-grpo"}  # every post-trained model above both bases
     # bits-per-byte on the corpus's held-out documents: training lowers it far below the untrained model's
     bpb = {m: p["bits_per_byte"] for m, p in report["perplexity"].items()}
@@ -37,27 +37,55 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     # pairwise: SFT beats the pre-trained model per the references; five models get Elo-scale ratings
     facts_pairs = {(r["a"], r["b"]): r for r in report["pairwise"]["reference"] if r["task"] == "held-out-facts"}
     vs = facts_pairs[("demo-pretrain", "demo-sft")]
-    assert vs["win_rate"] < 0.5 and vs["ci"][1] < 0.5 and vs["n"] == 36
+    assert vs["win_rate"] < 0.5 and vs["ci"][1] < 0.5 and vs["n"] == 190
     elo = report["ratings"]["reference"]["elo"]
     assert elo["demo-sft"] > elo["demo-pretrain"] and elo["demo-grpo"] > elo["random:demo-pretrain"]
     assert "reward_model" in report["pairwise"] and report["ratings"]["reward_model"]
     # EleutherAI lm-eval's multiple-choice version of the same facts, from the local task file
     mc = report["tasks"]["lm-eval/demo_facts_mc"]
-    assert set(mc) == set(report["models"]) and all(s["n"] == 36 and 0 <= s["score"] <= 1 for s in mc.values())
+    closed_book = [m for m in report["models"] if not m.endswith(" + rag")]
+    assert set(mc) == set(closed_book) and all(s["n"] == 190 and 0 <= s["score"] <= 1 for s in mc.values())
+
+
+def test_demo_eval_shows_the_retrieval_baseline_beside_each_model(report, demo_runs):
+    """`+ rag` rows on the same items, recall@k of the gold documents per task, and item files
+    naming each answer's source documents and the passages shown."""
+    assert report["models"] == ["random:demo-pretrain", "demo-pretrain", "demo-sft-plain", "demo-sft-plain + rag",
+                                "demo-sft", "demo-sft + rag", "demo-dpo", "demo-grpo"]
+    for task in ("held-out-facts", "held-out-two-hop"):
+        assert report["tasks"][task]["demo-sft + rag"]["n"] == report["tasks"][task]["demo-sft"]["n"]
+    assert "held-out-facts-3shot-plain" not in report["retrieval"]  # few-shot tasks are closed-book only
+    one, two = report["retrieval"]["held-out-facts"], report["retrieval"]["held-out-two-hop"]
+    print("recall@3:", one["recall_at_k"], two["recall_at_k"], "readers:", one["readers"])
+    assert one["recall_at_k"] >= 0.9 and one["k"] == 3  # a question names its entity: BM25 finds its page
+    assert two["recall_at_k"] < one["recall_at_k"]  # the team's page is not named by the question
+    reader = one["readers"]["demo-sft + rag"]
+    assert reader["retrieved"] + reader["missed"] == 190
+    # the reader was taught to read: with its fact's page in front it answers far more often than closed-book
+    assert reader["score_when_retrieved"] > report["tasks"]["held-out-facts"]["demo-sft-plain"]["score"] + 0.3
+    items = [json.loads(line) for line in (demo_runs / "demo-eval" / "report" / "items" / "held-out-facts.jsonl")
+             .read_text().splitlines()]
+    rag = [r for r in items if r["model"] == "demo-sft + rag"]
+    assert len(rag) == 190 and all(r["source_docs"] and r["passages"] and "gold_retrieved" in r for r in rag)
+    assert all(r["prompt"].endswith("Question: " + r["question"]) for r in rag)
+    closed = [r for r in items if r["model"] == "demo-sft"]
+    assert [r["question"] if "question" in r else r["prompt"] for r in rag] == [r["prompt"] for r in closed]
+    assert "Retrieval (BM25)" in (demo_runs / "demo-eval" / "report" / "report.md").read_text()
 
 
 def test_demo_eval_report_files(demo_runs):
     out = demo_runs / "demo-eval" / "report"
     for name in ("results.json", "report.md", "report.html", "scores.png", "curves.png",
-                 "items/held-out-facts.jsonl", "items/held-out-facts-3shot-plain.jsonl",
+                 "items/held-out-facts.jsonl", "items/held-out-facts-3shot-plain.jsonl", "items/held-out-two-hop.jsonl",
                  "items/lm-eval_demo_facts_mc.jsonl"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
     assert "Ranking" in md and "Bradley–Terry" in md and "95%" in md and "![scores.png](scores.png)" in md
     items = [json.loads(line) for line in (out / "items/held-out-facts.jsonl").read_text().splitlines()]
-    assert len(items) == 5 * 36 and {"model", "prompt", "answer", "output", "score", "line"} <= set(items[0])
+    assert len(items) == 8 * 190 and {"model", "prompt", "answer", "output", "score", "line"} <= set(items[0])
     m = read_json(demo_runs / "demo-eval" / "manifest.json")
-    assert set(m["parents"]) == {"demo-pretrain", "demo-sft", "demo-dpo", "demo-grpo", "demo-rm", "demo-corpus"}
+    assert set(m["parents"]) == {"demo-pretrain", "demo-sft", "demo-sft-plain", "demo-dpo", "demo-grpo", "demo-rm",
+                                 "demo-corpus"}
     assert "vllm" in m["generation_backend"] and "hf" in m["generation_backend"]  # random weights: HF
 
 

@@ -188,7 +188,7 @@ def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_
             .read_text().splitlines()]
     served_answers = [r["output"] for r in rows if r["model"] == endpoint]
     local_answers = [r["output"] for r in rows if r["model"] == "demo-sft"]
-    assert len(served_answers) == 36 and served_answers == local_answers  # the same model, served or local
+    assert len(served_answers) == 190 and served_answers == local_answers  # the same model, served or local
     assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
     assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
 

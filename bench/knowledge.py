@@ -1,0 +1,103 @@
+"""Knowledge infusion vs retrieval, measured: the demo's own recipe (the stages of
+``jobs/configs/demo.yaml`` from the tokenizer to both SFT runs, unchanged) per seed, then one
+evaluation of both SFT models closed-book and with retrieval on the held-out questions.
+
+Writes ``bench/results/knowledge.json`` (every score with its 95% interval, per seed and per
+setting) and ``bench/results/knowledge.png`` (held-out accuracy against pre-training steps), and
+prints the README table.
+
+CPU:      python bench/knowledge.py --seeds 0 1 2 --steps 1000 3000
+One GPU:  python bench/knowledge.py --seeds 0 1 2 --steps 3000 10000   (the stages pick the GPU up)
+Cluster:  RAY_ADDRESS=HEAD:6379 python bench/knowledge.py --seeds 0 1 2 --steps 3000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+KNOWLEDGE_STAGES = ("demo-tokenizer", "demo-augmented", "demo-corpus", "demo-pretrain", "demo-sft-data", "demo-sft",
+                    "demo-corpus-plain", "demo-pretrain-plain", "demo-sft-plain")
+
+
+def pipeline(demo_yaml: Path) -> dict:
+    """The demo's knowledge stages and its eval's retrieval and held-out tasks, as one pipeline."""
+    demo = yaml.safe_load(demo_yaml.read_text())
+    stages = [s for s in demo["stages"] if s["name"] in KNOWLEDGE_STAGES]
+    demo_eval = next(s for s in demo["stages"] if s["name"] == "demo-eval")
+    tasks = [t for t in demo_eval["tasks"] if t["name"] in ("held-out-facts", "held-out-two-hop")]
+    stages.append({"kind": "eval", "name": "knowledge-eval", "models": ["demo-sft-plain", "demo-sft"], "mode": "both",
+                   "retrieval": demo_eval["retrieval"], "tasks": tasks, "judges": ["reference"]})
+    return {"kind": "pipeline", "name": "knowledge", "stages": stages}
+
+
+def run_one(seed: int, steps: int, work: Path) -> dict:
+    data, storage = work / f"data-{seed}", work / f"runs-{seed}-{steps}"
+    forge = str(Path(sys.executable).parent / "forge")
+    subprocess.run([forge, "demo-data", str(data), "--seed", str(seed)], check=True, capture_output=True)
+    spec = work / "knowledge.yaml"
+    spec.write_text(yaml.safe_dump(pipeline(REPO / "jobs/configs/demo.yaml"), sort_keys=False))
+    env = {**os.environ, "FORGE_DEMO_DATA": str(data), "FORGE_DEMO_PRETRAIN_STEPS": str(steps)}
+    subprocess.run([forge, "run", str(spec), "--storage", str(storage)], check=True, env=env)
+    results = json.loads((storage / "knowledge-eval" / "report" / "results.json").read_text())
+    return {"seed": seed, "steps": steps, "tasks": results["tasks"], "retrieval": results.get("retrieval", {})}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| seed | steps | task | plain | plain + rag | augmented | augmented + rag | recall@3 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for task, by_model in r["tasks"].items():
+            cell = lambda m: f"{by_model[m]['score']:.2f} [{by_model[m]['ci'][0]:.2f}, {by_model[m]['ci'][1]:.2f}]"  # noqa: E731
+            recall = r["retrieval"].get(task, {}).get("recall_at_k")
+            lines.append(f"| {r['seed']} | {r['steps']} | {task} (n={by_model['demo-sft']['n']}) | {cell('demo-sft-plain')} | "
+                         f"{cell('demo-sft-plain + rag')} | {cell('demo-sft')} | {cell('demo-sft + rag')} | "
+                         f"{'—' if recall is None else f'{recall:.2f}'} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for model, style in (("demo-sft-plain", "o--"), ("demo-sft", "o-"), ("demo-sft + rag", "s:")):
+        for seed in sorted({r["seed"] for r in rows}):
+            pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows if r["seed"] == seed)
+            ax.plot(*zip(*pts), style, label=f"{model} (seed {seed})", alpha=0.8)
+    ax.set_xlabel("pre-training steps")
+    ax.set_ylabel("held-out fact accuracy (190 questions)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, nargs="+", default=[3000])
+    ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary directory)")
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="forge-knowledge-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [run_one(seed, steps, work) for seed in args.seeds for steps in args.steps]
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "knowledge.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, out / "knowledge.png")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
