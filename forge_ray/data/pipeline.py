@@ -141,7 +141,10 @@ def exact_dedup(ds, exempt: frozenset[int] = frozenset()) -> tuple[Any, StepRepo
     import ray
 
     n_in = ds.count()
-    keys = (ds.filter(_Deduplicated(exempt)) if exempt else ds).map(lambda r: {"key": _dedup_key(r), "doc_id": r["doc_id"]})
+    candidates = ds.filter(_Deduplicated(exempt)).materialize() if exempt else ds
+    if exempt and not candidates.count():  # every row is exempt (an augment run's corpus alone)
+        return ds, StepReport("exact_dedup", n_in, n_in, {"removed": 0, "exempt_rows": n_in}), set()
+    keys = candidates.map(lambda r: {"key": _dedup_key(r), "doc_id": r["doc_id"]})
     groups = keys.groupby("key").map_groups(_all_but_first, batch_format="numpy")
     drop = {r["doc_id"] for r in groups.iter_rows()}
     drop_ref = ray.put(drop)
@@ -215,7 +218,10 @@ def near_dedup(ds, cfg: CleanSpec, seed: int, exempt: frozenset[int] = frozenset
     import ray
 
     n_in = ds.count()
-    exploded = (ds.filter(_Deduplicated(exempt)) if exempt else ds).map_batches(_signature_batch(cfg, seed), batch_format="numpy")
+    candidates = ds.filter(_Deduplicated(exempt)).materialize() if exempt else ds
+    if exempt and not candidates.count():
+        return ds, StepReport("near_dedup", n_in, n_in, {"removed": 0, "exempt_rows": n_in}), set()
+    exploded = candidates.map_batches(_signature_batch(cfg, seed), batch_format="numpy")
     edges = exploded.groupby("band").map_groups(_verified_edges(cfg.minhash_threshold), batch_format="numpy")
     uf = clean.UnionFind()
     n_edges = 0

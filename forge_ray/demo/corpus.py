@@ -224,7 +224,7 @@ metric_list:
 
 
 
-def _reading_chats(train_q: list[dict], files: dict[str, str], rng: random.Random, k: int = 3) -> list[dict]:
+def _reading_chats(train_q: list[dict], files: dict[str, str], k: int = 3) -> list[dict]:
     """Chats that teach the assistant to *read*: a training question with the passages BM25
     retrieves for it from the docs in front (as the eval's retrieval baseline shows them), the
     answer taken from them. Without these the `+ rag` rows would measure a reader never taught
@@ -233,7 +233,7 @@ def _reading_chats(train_q: list[dict], files: dict[str, str], rng: random.Rando
 
     chunks = [c for rel, text in sorted(files.items()) if rel.startswith("docs/") and rel != "docs/faq.md"
               for c in chunk_document(rel.removeprefix("docs/"), text, 400)]
-    asked = [q for q in train_q if rng.random() < 0.5]
+    asked = list(train_q)
     # the eval's retrieval defaults: 400-character chunks, k=3, at most 1000 characters of passages
     rows, _ = with_passages([{"prompt": q["phrasings"][1]} for q in asked], BM25Index(chunks), k, 1000, "")
     return [{"messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": sentence(q)}]}
@@ -286,7 +286,7 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40, n
                   for phrasing, b in zip(q["phrasings"], bad)]
         rl.append({"prompt": q["phrasings"][2], "answer": q["answer"], "type": q["type"]})
     rng.shuffle(sft)
-    sft_rag = _reading_chats(one_hop, files, random.Random(seed + 11))
+    sft_rag = _reading_chats(one_hop, files)
     prefs = rng.sample(prefs, min(max_prefs, len(prefs)))
     rl = rng.sample(rl, min(max_rl_prompts, len(rl)))
     files["docs/faq.md"] = _faq([q for q in train_q if q["hops"] == 1], facts, rng)

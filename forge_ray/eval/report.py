@@ -153,10 +153,11 @@ def _plot_scores(out: Path, summary: dict) -> str | None:
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(tasks) * len(models) / 2), 3.5))
     for i, m in enumerate(models):
-        vals = [summary["tasks"][t][m]["score"] for t in tasks]
-        err = [[v - summary["tasks"][t][m]["ci"][0] for t, v in zip(tasks, vals)],
-               [summary["tasks"][t][m]["ci"][1] - v for t, v in zip(tasks, vals)]]
-        ax.bar([j + i * width for j in range(len(tasks))], vals, width, yerr=err, capsize=3, label=m)
+        shown = [j for j, t in enumerate(tasks) if m in summary["tasks"][t]]  # `+ rag` rows skip some tasks
+        vals = [summary["tasks"][tasks[j]][m]["score"] for j in shown]
+        err = [[v - summary["tasks"][tasks[j]][m]["ci"][0] for j, v in zip(shown, vals)],
+               [summary["tasks"][tasks[j]][m]["ci"][1] - v for j, v in zip(shown, vals)]]
+        ax.bar([j + i * width for j in shown], vals, width, yerr=err, capsize=3, label=m)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks)
     ax.set_ylabel("score (95% interval)")
     ax.legend(fontsize=8)
