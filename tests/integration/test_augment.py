@@ -101,7 +101,7 @@ def test_augment_stage_and_a_data_stage_reading_it(ray_cluster, tmp_path, storag
 def test_bad_input_names_the_file_and_line_and_writes_no_corpus(ray_cluster, tmp_path, storage, case):
     docs = {"products/bonbul.md": PRODUCT, "empty.md": "" if case == "empty-doc" else TEAM}
     records = "product,part_number,owner\nBonbul,SM-7828,Team Osprey\nKeilkrou,GM-1030\n" if case == "short-row" \
-        else "product,part_number\nBonbul,SM-7828\n"
+        else "product,part_number,weight_kg\nBonbul,SM-7828,12\n"
     _write(tmp_path, docs, records)
     result = forge("run", str(_pipeline(tmp_path)), "--storage", str(storage), env={"RAY_ADDRESS": ray_cluster["gcs"]})
     assert result.returncode != 0
@@ -109,7 +109,7 @@ def test_bad_input_names_the_file_and_line_and_writes_no_corpus(ray_cluster, tmp
         else f"{tmp_path / 'docs' / 'empty.md'}"
     assert expected in result.stderr, result.stderr[-2000:]
     if case == "empty-doc":
-        assert "empty document" in result.stderr
+        assert "empty.md: file is empty" in result.stderr
     assert not (storage / "kn-augmented" / "corpus").exists()
     assert not (storage / "kn-data").exists()
 
