@@ -129,8 +129,9 @@ def stream_endpoint(ref: str, prompt: str, max_new_tokens: int = 64, temperature
             yield text.strip()
 
 
-def evaluate_endpoint(ref: str, tasks: list[dict], api_key: str | None = None) -> dict:
-    """Like :func:`forge_ray.eval.evaluate.evaluate_model`, for an endpoint."""
+def evaluate_endpoint(ref: str, tasks: list[dict], api_key: str | None = None, prepared: dict | None = None) -> dict:
+    """Like :func:`forge_ray.eval.evaluate.evaluate_model`, for an endpoint (``prepared``: the
+    retrieval baseline's rows, passages in front, instead of the task files)."""
     import time
 
     from forge_ray.eval.tasks import load_rows, run_task
@@ -141,7 +142,10 @@ def evaluate_endpoint(ref: str, tasks: list[dict], api_key: str | None = None) -
     out: dict = {"tasks": {}, "perplexity": None, "backend": "endpoint"}
     for task_dict in tasks:
         task = TaskSpec(**task_dict)
-        shots, rows = load_rows(task)
+        if prepared is not None and task.name not in prepared:
+            continue
+        shots, rows = ([tuple(s) for s in prepared[task.name][0]], prepared[task.name][1]) if prepared is not None \
+            else load_rows(task)
         out["tasks"][task.name] = run_task(model, task, shots, rows)
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -76,8 +76,12 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
                                       threads, None, prepared): rag_name(ref)
                         for ref in local if spec.mode_of(ref) != "closed_book"})
         # each endpoint's key resolved here (Ray tasks do not see the driver's env): only to listed URLs
-        pending.update({ray.remote(evaluate_endpoint).options(num_cpus=0.1).remote(ref, task_dicts, endpoint_key(ref)): ref
-                        for ref in spec.models if is_endpoint(ref)})
+        ask = ray.remote(evaluate_endpoint).options(num_cpus=0.1)
+        endpoints = [ref for ref in spec.models if is_endpoint(ref)]
+        pending.update({ask.remote(ref, task_dicts, endpoint_key(ref)): ref
+                        for ref in endpoints if spec.mode_of(ref) != "rag"})
+        pending.update({ask.remote(ref, task_dicts, endpoint_key(ref), prepared): rag_name(ref)
+                        for ref in endpoints if spec.mode_of(ref) != "closed_book"})
         results: dict[str, dict] = {}
         with ctx.progress(f"{spec.name}: models", total=len(pending), unit="model") as bar:
             while pending:

@@ -180,7 +180,8 @@ def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_
     info = api.compare([endpoint, "demo-sft", "demo-pretrain"],
                        [{"name": "facts", "path": str(demo_data / "eval.jsonl"), "scorer": "contains_answer",
                          "max_new_tokens": 24}], name="cmp-endpoint", backend="hf", storage=str(demo_runs),
-                       show_progress=False)
+                       show_progress=False, modes={endpoint: "both", "demo-sft": "both"},
+                       retrieval={"documents": [{"path": str(demo_data / "docs"), "exclude": ["faq.md"]}]})
     assert info.status == "succeeded"
     results = read_json(demo_runs / "cmp-endpoint" / "report" / "results.json")
     assert results["backends"][endpoint] == "endpoint"
@@ -189,6 +190,9 @@ def test_eval_compares_the_endpoint_with_local_runs(served, ray_connected, demo_
     served_answers = [r["output"] for r in rows if r["model"] == endpoint]
     local_answers = [r["output"] for r in rows if r["model"] == "demo-sft"]
     assert len(served_answers) == 190 and served_answers == local_answers  # the same model, served or local
+    # and with the same passages in front: the retrieval baseline works for an endpoint as for a run
+    served_rag = [r["output"] for r in rows if r["model"] == f"{endpoint} + rag"]
+    assert len(served_rag) == 190 and served_rag == [r["output"] for r in rows if r["model"] == "demo-sft + rag"]
     assert results["tasks"]["facts"][endpoint]["score"] == results["tasks"]["facts"]["demo-sft"]["score"]
     assert os.environ["FORGE_ENDPOINT_API_KEY"] not in (demo_runs / "cmp-endpoint" / "manifest.json").read_text()
 
