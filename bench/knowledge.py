@@ -6,7 +6,7 @@ Writes ``bench/results/knowledge.json`` (every score with its 95% interval, per 
 setting) and ``bench/results/knowledge.png`` (held-out accuracy against pre-training steps), and
 prints the README table.
 
-CPU:      python bench/knowledge.py --seeds 0 1 2 --steps 1000 3000
+CPU:      python bench/knowledge.py --seeds 0 1 2 --steps 1000 3000 [--copies 4 8]
 One GPU:  python bench/knowledge.py --seeds 0 1 2 --steps 3000 10000   (the stages pick the GPU up)
 Cluster:  RAY_ADDRESS=HEAD:6379 python bench/knowledge.py --seeds 0 1 2 --steps 3000 10000
 """
@@ -39,26 +39,28 @@ def pipeline(demo_yaml: Path) -> dict:
     return {"kind": "pipeline", "name": "knowledge", "stages": stages}
 
 
-def run_one(seed: int, steps: int, work: Path) -> dict:
-    data, storage = work / f"data-{seed}", work / f"runs-{seed}-{steps}"
+def run_one(seed: int, steps: int, work: Path, copies: int = 8) -> dict:
+    data, storage = work / f"data-{seed}", work / f"runs-{seed}-{steps}-{copies}"
     forge = str(Path(sys.executable).parent / "forge")
     subprocess.run([forge, "demo-data", str(data), "--seed", str(seed)], check=True, capture_output=True)
     spec = work / "knowledge.yaml"
     spec.write_text(yaml.safe_dump(pipeline(REPO / "jobs/configs/demo.yaml"), sort_keys=False))
-    env = {**os.environ, "FORGE_DEMO_DATA": str(data), "FORGE_DEMO_PRETRAIN_STEPS": str(steps)}
+    env = {**os.environ, "FORGE_DEMO_DATA": str(data), "FORGE_DEMO_PRETRAIN_STEPS": str(steps),
+           "FORGE_DEMO_AUGMENT_COPIES": str(copies)}
     subprocess.run([forge, "run", str(spec), "--storage", str(storage)], check=True, env=env)
     results = json.loads((storage / "knowledge-eval" / "report" / "results.json").read_text())
-    return {"seed": seed, "steps": steps, "tasks": results["tasks"], "retrieval": results.get("retrieval", {})}
+    return {"seed": seed, "steps": steps, "copies": copies, "tasks": results["tasks"],
+            "retrieval": results.get("retrieval", {})}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| seed | steps | task | plain | plain + rag | augmented | augmented + rag | recall@3 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| seed | steps | copies | task | plain | plain + rag | augmented | augmented + rag | recall@3 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for task, by_model in r["tasks"].items():
             cell = lambda m: f"{by_model[m]['score']:.2f} [{by_model[m]['ci'][0]:.2f}, {by_model[m]['ci'][1]:.2f}]"  # noqa: E731
             recall = r["retrieval"].get(task, {}).get("recall_at_k")
-            lines.append(f"| {r['seed']} | {r['steps']} | {task} (n={by_model['demo-sft']['n']}) | {cell('demo-sft-plain')} | "
+            lines.append(f"| {r['seed']} | {r['steps']} | {r['copies']} | {task} (n={by_model['demo-sft']['n']}) | {cell('demo-sft-plain')} | "
                          f"{cell('demo-sft-plain + rag')} | {cell('demo-sft')} | {cell('demo-sft + rag')} | "
                          f"{'—' if recall is None else f'{recall:.2f}'} |")
     return "\n".join(lines)
@@ -73,7 +75,8 @@ def plot(rows: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for model, style in (("demo-sft-plain", "o--"), ("demo-sft", "o-"), ("demo-sft + rag", "s:")):
         for seed in sorted({r["seed"] for r in rows}):
-            pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows if r["seed"] == seed)
+            pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows
+                         if r["seed"] == seed and r["copies"] == max(x["copies"] for x in rows))
             ax.plot(*zip(*pts), style, label=f"{model} (seed {seed})", alpha=0.8)
     ax.set_xlabel("pre-training steps")
     ax.set_ylabel("held-out fact accuracy (190 questions)")
@@ -86,12 +89,13 @@ def plot(rows: list[dict], out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, nargs="+", default=[3000])
+    ap.add_argument("--steps", type=int, nargs="+", default=[1000], help="pre-training steps (make demo: 1000)")
+    ap.add_argument("--copies", type=int, nargs="+", default=[8], help="permuted copies and record phrasings")
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary directory)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="forge-knowledge-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows = [run_one(seed, steps, work) for seed in args.seeds for steps in args.steps]
+    rows = [run_one(seed, steps, work, copies) for seed in args.seeds for steps in args.steps for copies in args.copies]
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "knowledge.json").write_text(json.dumps(rows, indent=2) + "\n")
