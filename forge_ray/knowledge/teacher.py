@@ -33,7 +33,7 @@ PROMPTS = {
 _QA = re.compile(r"^\s*Q\s*[:.)]\s*(?P<q>.+?)\s*\n\s*A\s*[:.)]\s*(?P<a>.+?)\s*$", re.MULTILINE)
 #: identifiers a rewrite must not invent: anything with a digit (numbers, codes like SM-7828)
 _NUMBERISH = re.compile(r"(?<![\w#-])[\w#-]*\d[\w#-]*")
-_NAME = re.compile(r"(?<![\w#-])(?:[A-Z][\w-]+)(?:\s+[A-Z][\w-]+)*")
+_NAME = re.compile(r"(?<![\w#-])(?:[A-Z][\w-]+)(?:[ \t]+[A-Z][\w-]+)*")  # a name never spans a line break
 _SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+|\n\s*)([A-Z][\w-]+)")
 
 

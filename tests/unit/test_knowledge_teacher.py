@@ -64,3 +64,8 @@ def test_requests_carry_provenance_and_pick_entity_pairs_from_the_chunk():
     relations = [r for r in out if r.task == "relations"]
     assert relations and all(r.pair[0] in r.chunk and r.pair[1] in r.chunk and r.pair[0] in r.prompt for r in relations)
     assert sum(r.task == "qa" for r in out) == 2 * len(chunks)  # two samples per chunk
+
+
+def test_a_name_does_not_run_across_a_line_break():
+    assert invented("# Bonbul\n\nThe part number of Bonbul is SM-7828.", CHUNK) == []
+    assert entities("Team Osprey\nBonbul") == ["Team Osprey", "Bonbul"]
