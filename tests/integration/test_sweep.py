@@ -45,7 +45,9 @@ def test_asha_stops_poor_trials_and_picks_the_best_completed(sweep, demo_runs):
     completed = [t for t in trials if t["completed"]]
     assert stopped and completed  # ASHA cut someone short, someone ran the full budget
     lr_of = {t["config"]["optim.lr"]: t for t in trials}
-    assert lr_of[1e-5]["stopped_early"]  # the poorest rate meets better results at the first rung
+    # a poor rate meets better results at the first rung and is cut; which of the two is a coin flip
+    # (after 5 steps both sit at the untrained loss: 7.602 and 7.591 measured on the demo corpus)
+    assert lr_of[1e-5]["stopped_early"] or lr_of[3e-5]["stopped_early"]
     assert results["best"]["config"]["optim.lr"] in (3e-3, 1e-3)
     best = results["best"]
     assert best["val_loss"] == min(t["val_loss"] for t in completed) and best["completed"]
