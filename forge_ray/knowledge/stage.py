@@ -18,7 +18,6 @@ CPUs only.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 from collections import Counter
@@ -227,7 +226,9 @@ class _Included:
 
 
 def _excluded(path: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns)
+    from forge_ray.data.sources import _matches  # the same glob rules as a source's include/exclude
+
+    return _matches(path, patterns)
 
 
 def _drop_generated_duplicates(ds):
