@@ -102,8 +102,8 @@ class TeacherGenerate:
         return [self.model.decode(o, "chat") for o in outs]
 
     def __call__(self, batch: dict) -> dict:
-        reqs = [Request(**{**json.loads(r), "pair": tuple(json.loads(r)["pair"]) if json.loads(r)["pair"] else None})
-                for r in batch["request"]]
+        parsed = [json.loads(r) for r in batch["request"]]
+        reqs = [Request(**{**d, "pair": tuple(d["pair"]) if d["pair"] else None}) for d in parsed]
         outputs = self._generate([r.prompt for r in reqs])
         cols: dict[str, list] = {c: [] for c in ("doc_id", "text", "source_doc", "strategy", "span_start",
                                                  "span_end", "rejected")}
