@@ -150,10 +150,13 @@ def test_a_killed_rollout_engine_is_replaced(ray_connected, demo_runs, demo_data
     assert [r["engine_restarts"] for r in rows] == [0, 1, 1]
 
 
+STOPS = [" of", " is", " in"]  # "The part number of …", "… is owned by …", "… was released in …"
+
+
 def test_colocated_roles_share_one_bundle_and_stop_strings_cut(ray_connected, demo_runs, demo_data):
     spec = rl_spec("rl-colocated", demo_data, max_steps=2, eval_every=0, checkpoint_every=0,
                    colocate={"all": True}, rollout={"backend": "auto", "n_samples": 2, "temperature": 0.7,
-                                                    "max_new_tokens": 24, "stop": [" of"]})
+                                                    "max_new_tokens": 24, "stop": STOPS})
     api.run(spec, storage=str(demo_runs), show_progress=False)
     m = read_json(demo_runs / "rl-colocated" / "manifest.json")
     assert m["status"] == "succeeded" and m["weight_sync"] == "blob"
@@ -164,5 +167,7 @@ def test_colocated_roles_share_one_bundle_and_stop_strings_cut(ray_connected, de
     assert sum(shares) == pytest.approx(1.0, abs=1e-3)  # the three roles split one bundle of 1 CPU
     samples = [json.loads(line) for line in (demo_runs / "rl-colocated" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4 and {s["step"] for s in samples} == {1, 2}
-    said = [s["completion"] for s in samples if " of" in s["completion"]]  # "The part number of …"
-    assert said and all(len(c) - c.index(" of") <= 5 for c in said), said  # cut at the token that completes it
+    said = [s["completion"] for s in samples if any(stop in s["completion"] for stop in STOPS)]
+    assert len(said) >= len(samples) // 2, samples  # every answer template holds one of them
+    first = [min(c.index(stop) for stop in STOPS if stop in c) for c in said]
+    assert all(len(c) - at <= 5 for c, at in zip(said, first)), said  # cut at the token that completes it
