@@ -28,10 +28,11 @@ KNOWLEDGE_STAGES = ("demo-tokenizer", "demo-augmented", "demo-corpus", "demo-pre
                     "demo-corpus-plain", "demo-pretrain-plain", "demo-sft-plain")
 
 
-def pipeline(demo_yaml: Path) -> dict:
-    """The demo's knowledge stages and its eval's retrieval and held-out tasks, as one pipeline."""
+def pipeline(demo_yaml: Path, seed: int = 0) -> dict:
+    """The demo's knowledge stages and its eval's retrieval and held-out tasks, as one pipeline;
+    ``seed`` seeds every stage (initialisation, shuffles, augmentation) as well as the corpus."""
     demo = yaml.safe_load(demo_yaml.read_text())
-    stages = [s for s in demo["stages"] if s["name"] in KNOWLEDGE_STAGES]
+    stages = [{**s, "seed": seed} for s in demo["stages"] if s["name"] in KNOWLEDGE_STAGES]
     demo_eval = next(s for s in demo["stages"] if s["name"] == "demo-eval")
     tasks = [t for t in demo_eval["tasks"] if t["name"] in ("held-out-facts", "held-out-two-hop")]
     stages.append({"kind": "eval", "name": "knowledge-eval", "models": ["demo-sft-plain", "demo-sft"], "mode": "both",
@@ -44,7 +45,7 @@ def run_one(seed: int, steps: int, work: Path, copies: int = 8) -> dict:
     forge = str(Path(sys.executable).parent / "forge")
     subprocess.run([forge, "demo-data", str(data), "--seed", str(seed)], check=True, capture_output=True)
     spec = work / "knowledge.yaml"
-    spec.write_text(yaml.safe_dump(pipeline(REPO / "jobs/configs/demo.yaml"), sort_keys=False))
+    spec.write_text(yaml.safe_dump(pipeline(REPO / "jobs/configs/demo.yaml", seed), sort_keys=False))
     env = {**os.environ, "FORGE_DEMO_DATA": str(data), "FORGE_DEMO_PRETRAIN_STEPS": str(steps),
            "FORGE_DEMO_AUGMENT_COPIES": str(copies)}
     subprocess.run([forge, "run", str(spec), "--storage", str(storage)], check=True, env=env)
@@ -95,12 +96,27 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="forge-knowledge-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows = [run_one(seed, steps, work, copies) for seed in args.seeds for steps in args.steps for copies in args.copies]
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "knowledge.json").write_text(json.dumps(rows, indent=2) + "\n")
-    plot(rows, out / "knowledge.png")
+    rows = _load(out / "knowledge.json")
+    for seed in args.seeds:
+        for steps in args.steps:
+            for copies in args.copies:
+                row = run_one(seed, steps, work, copies)
+                rows = [r for r in rows if _key(r) != _key(row)] + [row]
+                rows.sort(key=_key)
+                (out / "knowledge.json").write_text(json.dumps(rows, indent=2) + "\n")  # after every run: a stop loses one
+                plot(rows, out / "knowledge.png")
     print(table(rows))
+
+
+def _key(row: dict) -> tuple[int, int, int]:
+    return row["seed"], row["steps"], row["copies"]
+
+
+def _load(path: Path) -> list[dict]:
+    """Earlier results: a setting measured again replaces its row, other settings stay."""
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 if __name__ == "__main__":
