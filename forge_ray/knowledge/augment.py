@@ -26,6 +26,7 @@ class ModelFreeStrategies:
     field_templates: dict[str, tuple[str, ...]] = field(default_factory=dict)
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # entity → short names to restate
     restate: bool = True         # permuted sentences get the entity's full name where they lost it
+    split: bool = False          # compound sentences may come as entity-led clauses
 
 
 def _rng(seed: int, source_id: str) -> random.Random:
@@ -42,7 +43,7 @@ def augment_document(doc_id: str, text: str, how: ModelFreeStrategies, seed: int
              "span": span} for i in range(how.multiplicity)]
     entity = title(text) if how.restate else None
     for i, copy in enumerate(permute(text, how.permute, rng, entity, how.aliases.get(entity or "", ()),
-                                     restate_sentences=how.restate)):
+                                     restate_sentences=how.restate, split=how.split)):
         rows.append({"text": copy, "doc_id": f"{doc_id}#permute-{i}", "source_doc": doc_id, "strategy": "permute",
                      "span": span})
     return rows

@@ -9,6 +9,10 @@ augmented corpus is reproducible and testable:
 - :func:`restate` — a sentence that refers to the document's entity by a pronoun ("It", "They",
   "Its") or by a short name gets the full name, so it keeps its subject wherever it lands;
 - :func:`permute` — the sentences of each paragraph shuffled, every sentence kept exactly once;
+  with ``split``, a compound sentence may instead appear as its :func:`clauses`, each a statement
+  about the entity on its own — a second phrasing of a fact the document states once, with the
+  fact right behind the entity's name ("Released in 2004, X is …" → "X is …" + "X: released in
+  2004.");
 - :func:`render` — a structured record (a table row: one entity, its fields) as prose in several
   phrasings, every field stated in each.
 """
@@ -80,10 +84,41 @@ def restate(sentence: str, entity: str, aliases: tuple[str, ...] = ()) -> str:
     return s
 
 
+# a participle phrase: "first released in 2013", "maintained by Team X", "came out in 2015" is not one
+_PARTICIPLE = r"(?:(?:first|then|later|originally|also|now)\s+)?[a-z]+(?:ed|en)\b"
+_LEADING_PHRASE = re.compile(rf"^(?P<phrase>[A-Z][a-z]+(?:ed|en)\b[^,;]*),\s+(?P<rest>.+)$", re.DOTALL)
+_CLAUSE_BREAK = re.compile(rf"\s*;\s+|,\s+(?={_PARTICIPLE})")
+
+
+def clauses(sentence: str, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
+    """A compound sentence about ``entity`` as simple statements, each led by the entity: clauses
+    split at semicolons and before a participle phrase, a leading participle phrase moved behind
+    the main clause; a clause that is not about the entity by name or pronoun reads "ENTITY: …".
+    A sentence with nothing to split (or a piece shorter than three words) comes back whole."""
+    s = sentence.strip()
+    end = s[-1] if s[-1:] in ".!?" else "."
+    body = s.rstrip(".!?").strip()
+    pieces = []
+    if (m := _LEADING_PHRASE.match(body)) and m.group("rest").startswith(entity):
+        body, pieces = m.group("rest"), [m.group("phrase")]
+    pieces = [p for p in _CLAUSE_BREAK.split(body) if p] + pieces
+    if len(pieces) < 2 or any(len(p.split()) < 3 for p in pieces):
+        return [restate(s, entity, aliases)]
+    out = []
+    for piece in pieces:
+        stated = restate(piece[0].upper() + piece[1:], entity, aliases)
+        if not stated.startswith(entity):
+            stated = f"{entity}: {piece[0].lower() + piece[1:] if piece[:2].istitle() else piece}"
+        out.append(stated + end)
+    return out
+
+
 def permute(document: str, k: int, rng: random.Random, entity: str | None = None,
-            aliases: tuple[str, ...] = (), restate_sentences: bool = True) -> list[str]:
+            aliases: tuple[str, ...] = (), restate_sentences: bool = True, split: bool = False) -> list[str]:
     """``k`` copies of ``document``, the sentences of each prose paragraph in a new order (each
-    sentence exactly once, restated first so it keeps its subject); other blocks stay in place."""
+    sentence exactly once, restated first so it keeps its subject); other blocks stay in place.
+    With ``split`` (and an entity), each compound sentence comes either whole or as its
+    :func:`clauses` — a coin toss per sentence and copy — and the clauses are shuffled with the rest."""
     entity = (entity or title(document)) if restate_sentences else None
     parts = blocks(document)
     copies = []
@@ -93,7 +128,14 @@ def permute(document: str, k: int, rng: random.Random, entity: str | None = None
             if not block.prose:
                 out.append(block.text)
                 continue
-            said = [restate(s, entity, aliases) if entity else s for s in sentences(block.text)]
+            said = []
+            for sentence in sentences(block.text):
+                if not entity:
+                    said.append(sentence)
+                elif split and rng.random() < 0.5:
+                    said.extend(clauses(sentence, entity, aliases))
+                else:
+                    said.append(restate(sentence, entity, aliases))
             rng.shuffle(said)
             out.append(" ".join(said))
         copies.append("\n\n".join(out))

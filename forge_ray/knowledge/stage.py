@@ -40,7 +40,8 @@ REJECTIONS = ("unparseable", "ungrounded")
 def strategies(spec: AugmentStage) -> ModelFreeStrategies:
     return ModelFreeStrategies(multiplicity=spec.multiplicity, permute=spec.permute.copies,
                                render=spec.render.copies, templates=tuple(spec.render.templates),
-                               aliases={k: tuple(v) for k, v in spec.aliases.items()}, restate=spec.permute.restate)
+                               aliases={k: tuple(v) for k, v in spec.aliases.items()}, restate=spec.permute.restate,
+                               split=spec.permute.split)
 
 
 class AugmentDocuments:

@@ -45,6 +45,8 @@ class PermuteSpec:
 
     copies: int = opt(3, "shuffled copies per document; 0 disables", ge=0, le=64)
     restate: bool = opt(True, "replace a leading pronoun or short name by the document's entity (its first heading)")
+    split: bool = opt(False, "a compound sentence may come as simple statements, each led by the entity "
+                             "(split at ';' and before participle phrases): a second phrasing of each fact")
 
 
 @dataclass(kw_only=True)

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from forge_ray.knowledge.model_free import blocks, permute, render, restate, sentences
+from forge_ray.knowledge.model_free import blocks, clauses, permute, render, restate, sentences
 
 DOC = """# Beisgeithon
 
@@ -49,6 +49,29 @@ def test_restating_gives_every_sentence_its_subject():
     assert restate("Questions go to #falcon-ops.", "Beisgeithon") == "Questions go to #falcon-ops."
     copy = permute(DOC, 1, random.Random(1))[0]
     assert "It was" not in copy and "Its part" not in copy and "Beisgeithon's part number is GM-1030." in copy
+
+
+def test_clauses_lead_every_statement_with_the_entity_and_keep_every_fact():
+    assert clauses("Released in 2004, Bonbul is a legacy product of Voupeith Systems.", "Bonbul") == [
+        "Bonbul is a legacy product of Voupeith Systems.", "Bonbul: released in 2004."]
+    assert clauses("It is one of the active products of Voupeith Systems; it came out in 2015.", "Bonbul") == [
+        "Bonbul is one of the active products of Voupeith Systems.", "Bonbul came out in 2015."]
+    assert clauses("Bonbul is an active product of Voupeith Systems, first released in 2013.", "Bonbul") == [
+        "Bonbul is an active product of Voupeith Systems.", "Bonbul: first released in 2013."]
+    # nothing to split, or a piece too short to be a statement: the sentence whole, restated
+    assert clauses("It carries part number KM-2387.", "Bonbul") == ["Bonbul carries part number KM-2387."]
+    assert clauses("The product, sold in Paris, is popular.", "Bonbul") == ["Bonbul, sold in Paris, is popular."]
+
+
+def test_split_copies_keep_every_fact_once_and_use_both_phrasings():
+    doc = ("# Bonbul\n\nReleased in 2004, Bonbul is a legacy product of Voupeith Systems. "
+           "It carries part number KM-2387.\n\nIt is maintained by Team Falcon, which owns it.\n")
+    copies = permute(doc, 12, random.Random(0), split=True)
+    for copy in copies:
+        for fact in ("2004", "KM-2387", "Team Falcon", "Voupeith Systems"):
+            assert copy.count(fact) == 1, (fact, copy)  # split or whole, a fact is stated once per copy
+    assert any("Bonbul: released in 2004." in c for c in copies)  # split in some copies …
+    assert any("Released in 2004, Bonbul" in c for c in copies)  # … whole in others
 
 
 def test_rendering_states_every_field_of_every_record_in_each_phrasing():
