@@ -86,7 +86,7 @@ def restate(sentence: str, entity: str, aliases: tuple[str, ...] = ()) -> str:
 
 # a participle phrase: "first released in 2013", "maintained by Team X", "came out in 2015" is not one
 _PARTICIPLE = r"(?:(?:first|then|later|originally|also|now)\s+)?[a-z]+(?:ed|en)\b"
-_LEADING_PHRASE = re.compile(rf"^(?P<phrase>[A-Z][a-z]+(?:ed|en)\b[^,;]*),\s+(?P<rest>.+)$", re.DOTALL)
+_LEADING_PHRASE = re.compile(r"^(?P<phrase>[A-Z][a-z]+(?:ed|en)\b[^,;]*),\s+(?P<rest>.+)$", re.DOTALL)
 _CLAUSE_BREAK = re.compile(rf"\s*;\s+|,\s+(?={_PARTICIPLE})")
 
 
