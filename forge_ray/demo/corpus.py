@@ -224,18 +224,29 @@ metric_list:
 
 
 
-def _reading_chats(train_q: list[dict], files: dict[str, str], k: int = 3) -> list[dict]:
-    """Chats that teach the assistant to *read*: a training question with the passages BM25
-    retrieves for it from the docs in front (as the eval's retrieval baseline shows them), the
-    answer taken from them. Without these the `+ rag` rows would measure a reader never taught
-    to read, not retrieval."""
+def _reading_chats(facts: dict, files: dict[str, str], seed: int, n_practice: int = 190, k: int = 3) -> list[dict]:
+    """Chats that teach the assistant to *read*: a question with the passages BM25 retrieves for
+    it in front (as the eval's retrieval baseline shows them), the answer taken from them.
+
+    Why practice products: a question about a product of the knowledge base can be answered from
+    memory, so chats about those would not teach reading — the `+ rag` rows would then measure a
+    reader that never learned to read. The practice products (names, part numbers, years of
+    their own) exist only in these chats' passages, among distractors from the real documents
+    (none naming a held-out entity)."""
     from forge_ray.eval.retrieval import BM25Index, chunk_document, with_passages
 
-    chunks = [c for rel, text in sorted(files.items()) if rel.startswith("docs/") and rel != "docs/faq.md"
-              for c in chunk_document(rel.removeprefix("docs/"), text, 400)]
-    asked = list(train_q)
+    known = {p["name"] for p in facts["products"]}
+    practice = {**make_facts(seed + 10_000, n_products=n_practice), "company": facts["company"]}
+    practice["products"] = [p for p in practice["products"] if p["name"] not in known]
+    rng = random.Random(seed + 11)
+    pages = {"practice/" + product_page(p): _product_doc(p, practice, rng) for p in practice["products"]}
+    held = set(facts["held_out_products"]) | set(facts["held_out_teams"])
+    real = {rel.removeprefix("docs/"): text for rel, text in files.items()  # distractors: no held-out entity in them
+            if rel.startswith("docs/") and rel != "docs/faq.md" and not any(name in text for name in held)}
+    chunks = [c for rel, text in sorted({**real, **pages}.items()) for c in chunk_document(rel, text, 400)]
+    asked = [q for q in questions(practice) if q["hops"] == 1 and q["type"] in ("part_number", "owner", "year")]
     # the eval's retrieval defaults: 400-character chunks, k=3, at most 1000 characters of passages
-    rows, _ = with_passages([{"prompt": q["phrasings"][1]} for q in asked], BM25Index(chunks), k, 1000, "")
+    rows, _ = with_passages([{"prompt": rng.choice(q["phrasings"])} for q in asked], BM25Index(chunks), k, 1000, "")
     return [{"messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": sentence(q)}]}
             for q, row in zip(asked, rows)]
 
@@ -286,7 +297,7 @@ def write_demo_data(out_dir: str | Path, seed: int = 0, n_incidents: int = 40, n
                   for phrasing, b in zip(q["phrasings"], bad)]
         rl.append({"prompt": q["phrasings"][2], "answer": q["answer"], "type": q["type"]})
     rng.shuffle(sft)
-    sft_rag = _reading_chats(one_hop, files)
+    sft_rag = _reading_chats(facts, files, seed)
     prefs = rng.sample(prefs, min(max_prefs, len(prefs)))
     rl = rng.sample(rl, min(max_rl_prompts, len(rl)))
     files["docs/faq.md"] = _faq([q for q in train_q if q["hops"] == 1], facts, rng)

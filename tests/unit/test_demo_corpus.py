@@ -50,7 +50,7 @@ def test_eval_facts_are_in_docs_but_not_in_training_questions(demo_data):
     for e in evals:
         assert e["answer"] in docs, e  # learnable from pre-training data
     train_text = (demo_data / "sft.jsonl").read_text() + (demo_data / "rl_prompts.jsonl").read_text() \
-        + (demo_data / "prefs.jsonl").read_text()
+        + (demo_data / "prefs.jsonl").read_text() + (demo_data / "sft_rag.jsonl").read_text()
     for product in held:
         assert product not in train_text  # held-out entities never appear in post-training data
     teams = {t["name"]: t for t in facts["teams"]}
@@ -83,3 +83,21 @@ def test_each_fact_is_stated_once_in_the_prose(demo_data):
     facts = json.loads((demo_data / "facts.json").read_text())
     assert all(docs.count(p["part_number"]) == 1 for p in facts["products"])
     assert all(docs.count(f"{t['location']}.") == 1 for t in facts["teams"])
+
+
+def test_reading_chats_answer_from_their_passages_about_products_only_they_name(demo_data):
+    """A reading chat's answer is in the passages in front of it, and its product is in no
+    document of the knowledge base: it can be answered by reading, not from memory."""
+    facts = json.loads((demo_data / "facts.json").read_text())
+    known = {p["name"] for p in facts["products"]}
+    docs = "\n".join(p.read_text() for p in (demo_data / "docs").rglob("*") if p.is_file())
+    chats = [json.loads(line)["messages"] for line in (demo_data / "sft_rag.jsonl").read_text().splitlines()]
+    assert len(chats) >= 150
+    for user, assistant in chats:
+        passages, question = user["content"].rsplit("Question: ", 1)
+        named = {w.strip("?.,") for w in question.split() if w[:1].isupper()}
+        (entity,) = named & set(assistant["content"].rstrip(".").split())  # the product, named in both
+        assert entity not in known and entity not in docs, entity
+        assert f"# {entity}" in passages  # the gold page is among the passages
+        answer = assistant["content"].rstrip(".").rsplit(" ", 1)[-1]
+        assert answer in passages, (answer, question)
