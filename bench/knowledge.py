@@ -55,7 +55,7 @@ def run_one(seed: int, steps: int, work: Path, copies: int = 8) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| seed | steps | copies | task | plain | plain + rag | augmented | augmented + rag | recall@3 |",
+    lines = ["| seed | steps | copies | task | plain | plain + rag | augmented | augmented + rag | recall@k |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for task, by_model in r["tasks"].items():

@@ -224,7 +224,7 @@ metric_list:
 
 
 
-def _reading_chats(facts: dict, files: dict[str, str], seed: int, n_practice: int = 190, k: int = 3) -> list[dict]:
+def _reading_chats(facts: dict, files: dict[str, str], seed: int, n_practice: int = 190, k: int = 1) -> list[dict]:
     """Chats that teach the assistant to *read*: a question with the passages BM25 retrieves for
     it in front (as the eval's retrieval baseline shows them), the answer taken from them.
 
@@ -245,7 +245,8 @@ def _reading_chats(facts: dict, files: dict[str, str], seed: int, n_practice: in
             if rel.startswith("docs/") and rel != "docs/faq.md" and not any(name in text for name in held)}
     chunks = [c for rel, text in sorted({**real, **pages}.items()) for c in chunk_document(rel, text, 400)]
     asked = [q for q in questions(practice) if q["hops"] == 1 and q["type"] in ("part_number", "owner", "year")]
-    # the eval's retrieval defaults: 400-character chunks, k=3, at most 1000 characters of passages
+    # as the demo eval retrieves: 400-character chunks, k=1 (the demo reader, pre-trained on
+    # 128-token windows, cannot read past them), at most 1000 characters of passages
     rows, _ = with_passages([{"prompt": rng.choice(q["phrasings"])} for q in asked], BM25Index(chunks), k, 1000, "")
     return [{"messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": sentence(q)}]}
             for q, row in zip(asked, rows)]
