@@ -143,7 +143,7 @@ def demo_runs(ray_cluster, demo_data, tmp_path_factory) -> Path:
     limit = time_limits.FIXTURE_LIMITS["demo_runs"] - 60  # the CLI's own limit, inside the fixture's alarm
     env = {"FORGE_DEMO_DATA": str(demo_data), "RAY_ADDRESS": ray_cluster["gcs"]}
     try:
-        result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage), env=env, timeout=limit)  # measured 1112 s on a clean clone (17 stages)
+        result = forge("run", "jobs/configs/demo.yaml", "--storage", str(storage), env=env, timeout=limit)  # measured 1112 s and 1081 s on clean clones (17 stages)
     except subprocess.TimeoutExpired as exc:
         tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         pytest.fail(describe_pipeline_failure(storage, "demo", f"ran past its {limit} s limit", tail), pytrace=False)

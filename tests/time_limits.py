@@ -34,7 +34,7 @@ HEADROOM = 1.3
 #: of the same kind was seen running the demo at twice that, so limits sit ≥ 4× above; the
 #: check fails a session whose measured time leaves less than 30 % headroom.
 FIXTURE_LIMITS: dict[str, int] = {
-    "demo_runs": 2700,       # the whole demo pipeline through `forge run`: measured 498 s, 586 s, 559 s; 1112 s with the knowledge-infusion stages
+    "demo_runs": 2700,       # the whole demo pipeline through `forge run`: measured 498 s, 586 s, 559 s; 1112 s and 1081 s with the knowledge-infusion stages
     "ray_cluster": 420,      # `ray start --head` (limit 180 s) + the Jobs API up (120 s): measured 4.4 s in all
     "cluster": 420,          # test_chaos: a loopback head + 3 worker nodes: measured 15 s, 20 s
     "node_lost": 1500,       # test_chaos: 2-worker pretraining with a node killed: measured 42 s, 44 s
