@@ -74,30 +74,26 @@ def plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    if len({r["steps"] for r in rows}) == 1:  # one setting: each seed's score with its interval
+    seeds = sorted({r["seed"] for r in rows})
+    one_setting = len({r["steps"] for r in rows}) == 1
+    if one_setting:  # each seed's score with its interval
         for j, model in enumerate(("demo-sft-plain", "demo-sft-plain + rag", "demo-sft", "demo-sft + rag")):
-            seeds = sorted(r["seed"] for r in rows)
             cells = [next(r for r in rows if r["seed"] == s)["tasks"]["held-out-facts"][model] for s in seeds]
             ax.errorbar([s + 0.12 * (j - 1.5) for s in seeds], [c["score"] for c in cells], capsize=3, fmt="o",
                         yerr=[[c["score"] - c["ci"][0] for c in cells], [c["ci"][1] - c["score"] for c in cells]],
                         label=model)
         ax.set_xticks(seeds)
         ax.set_xlabel(f"seed (corpus and stages), {rows[0]['steps']} pre-training steps")
-        ax.set_ylabel("held-out fact accuracy (190 questions)")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        return
-    for model, style in (("demo-sft-plain", "o--"), ("demo-sft", "o-"), ("demo-sft + rag", "s:")):
-        for seed in sorted({r["seed"] for r in rows}):
-            pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows
-                         if r["seed"] == seed and r["copies"] == max(x["copies"] for x in rows))
-            ax.plot(*zip(*pts), style, label=f"{model} (seed {seed})", alpha=0.8)
-    ax.set_xlabel("pre-training steps")
+    else:
+        for model, style in (("demo-sft-plain", "o--"), ("demo-sft", "o-"), ("demo-sft + rag", "s:")):
+            for seed in seeds:
+                pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows
+                             if r["seed"] == seed and r["copies"] == max(x["copies"] for x in rows))
+                ax.plot(*zip(*pts), style, label=f"{model} (seed {seed})", alpha=0.8)
+        ax.set_xlabel("pre-training steps")
     ax.set_ylabel("held-out fact accuracy (190 questions)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7 if one_setting else 6)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

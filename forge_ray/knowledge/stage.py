@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 
 from forge_ray.data import pipeline as P
-from forge_ray.data.sources import DataError, expand_source, fingerprint, source_dataset
+from forge_ray.data.sources import DataError, _matches, expand_source, fingerprint, source_dataset
 from forge_ray.knowledge.augment import ModelFreeStrategies, augment_document, augment_record
 from forge_ray.runner import Context, StageResult
 from forge_ray.runs import RunDir
@@ -54,7 +54,7 @@ class AugmentDocuments:
         out: dict[str, list] = {c: [] for c in CORPUS_COLUMNS}
         for doc_id, text, meta in zip(batch["doc_id"], batch["text"], batch["meta"]):
             path = json.loads(meta)["path"]
-            if _excluded(path, self.exclude):
+            if _matches(path, self.exclude):  # a source's own include/exclude glob rules
                 rows = [{"text": text, "doc_id": f"{path}#original-0", "source_doc": path, "strategy": "kept",
                          "span": [0, len(text)]}]
             else:
@@ -223,13 +223,7 @@ class _Included:
         self.exclude = exclude
 
     def __call__(self, row: dict) -> bool:
-        return not _excluded(json.loads(row["meta"])["path"], self.exclude)
-
-
-def _excluded(path: str, patterns: list[str]) -> bool:
-    from forge_ray.data.sources import _matches  # the same glob rules as a source's include/exclude
-
-    return _matches(path, patterns)
+        return not _matches(json.loads(row["meta"])["path"], self.exclude)
 
 
 def _drop_generated_duplicates(ds):

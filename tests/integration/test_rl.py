@@ -46,10 +46,8 @@ def grpo(demo_runs):
 
 def test_grpo_raises_its_reward_and_keeps_held_out_answers(grpo):
     """GRPO raises the reward of its own samples far beyond noise (16 prompts × 8 samples per
-    step), and on 60 prompts it never trained on its greedy answers get no worse. (On the
-    240-product knowledge base the held-out *sampled* reward no longer rises beyond noise —
-    0.375 → 0.40 measured, +0.15 before the corpus grew; printed here, reworked with the demo's
-    RL recipe in issue 25.)"""
+    step), and on 60 prompts it never trained on its greedy answers get no worse. (The held-out
+    *sampled* reward is printed, not asserted: one run is no figure — README, GRPO.)"""
     m = read_json(grpo / "manifest.json")
     assert m["status"] == "succeeded" and m["rollout_backend"] == "vllm" and m["parents"] == ["demo-sft"]
     rows = _rows(grpo)
@@ -61,7 +59,6 @@ def test_grpo_raises_its_reward_and_keeps_held_out_answers(grpo):
     assert len(sampled) == len(greedy) == 6
     assert sum(train[-5:]) / 5 >= sum(train[:5]) / 5 + 0.15, train  # 640 samples per 5 steps: noise ~0.02
     assert greedy[-1] >= greedy[0], greedy
-    assert sum(train[-5:]) / 5 > sum(train[:5]) / 5
     for key in ("kl_to_ref", "entropy", "clip_frac", "response_len", "generate_frac", "rollout_tokens_per_s"):
         assert key in rows[-1], key
     from transformers import AutoModelForCausalLM
