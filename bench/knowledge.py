@@ -67,33 +67,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], out: Path) -> None:
+def plot(rows: list[dict], out: Path, steps: int = 1000, copies: int = 8) -> None:
+    """Left: each seed's scores with intervals at the demo's setting (``steps``, ``copies``).
+    Right, where measured: held-out accuracy against copies and against pre-training steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    seeds = sorted({r["seed"] for r in rows})
-    one_setting = len({r["steps"] for r in rows}) == 1
-    if one_setting:  # each seed's score with its interval
-        for j, model in enumerate(("demo-sft-plain", "demo-sft-plain + rag", "demo-sft", "demo-sft + rag")):
-            cells = [next(r for r in rows if r["seed"] == s)["tasks"]["held-out-facts"][model] for s in seeds]
-            ax.errorbar([s + 0.12 * (j - 1.5) for s in seeds], [c["score"] for c in cells], capsize=3, fmt="o",
-                        yerr=[[c["score"] - c["ci"][0] for c in cells], [c["ci"][1] - c["score"] for c in cells]],
-                        label=model)
-        ax.set_xticks(seeds)
-        ax.set_xlabel(f"seed (corpus and stages), {rows[0]['steps']} pre-training steps")
-    else:
-        for model, style in (("demo-sft-plain", "o--"), ("demo-sft", "o-"), ("demo-sft + rag", "s:")):
-            for seed in seeds:
-                pts = sorted((r["steps"], r["tasks"]["held-out-facts"][model]["score"]) for r in rows
-                             if r["seed"] == seed and r["copies"] == max(x["copies"] for x in rows))
-                ax.plot(*zip(*pts), style, label=f"{model} (seed {seed})", alpha=0.8)
-        ax.set_xlabel("pre-training steps")
-    ax.set_ylabel("held-out fact accuracy (190 questions)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7 if one_setting else 6)
+    curves = [(axis, fixed) for axis, fixed in (("copies", ("steps", steps)), ("steps", ("copies", copies)))
+              if len({r[axis] for r in rows if r[fixed[0]] == fixed[1]}) > 1]
+    fig, axes = plt.subplots(1, 1 + len(curves), figsize=(6 + 4 * len(curves), 3.8), squeeze=False)
+    ax = axes[0][0]
+    demo_rows = {r["seed"]: r for r in rows if r["steps"] == steps and r["copies"] == copies}
+    seeds = sorted(demo_rows)
+    for j, model in enumerate(("demo-sft-plain", "demo-sft-plain + rag", "demo-sft", "demo-sft + rag")):
+        cells = [demo_rows[s]["tasks"]["held-out-facts"][model] for s in seeds]
+        ax.errorbar([s + 0.12 * (j - 1.5) for s in seeds], [c["score"] for c in cells], capsize=3, fmt="o",
+                    yerr=[[c["score"] - c["ci"][0] for c in cells], [c["ci"][1] - c["score"] for c in cells]],
+                    label=model)
+    ax.set_xticks(seeds)
+    ax.set_xlabel(f"seed (corpus and stages); {steps} steps, {copies} copies")
+    for ax, (axis, (name, value)) in zip(axes[0][1:], curves):
+        for seed in sorted({r["seed"] for r in rows}):
+            pts = sorted((r[axis], r["tasks"]["held-out-facts"]["demo-sft"]) for r in rows
+                         if r["seed"] == seed and r[name] == value)
+            if len(pts) > 1:
+                xs, cells = zip(*pts)
+                ax.errorbar(xs, [c["score"] for c in cells], capsize=3, fmt="o-", label=f"demo-sft (seed {seed})",
+                            yerr=[[c["score"] - c["ci"][0] for c in cells], [c["ci"][1] - c["score"] for c in cells]])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r[axis] for r in rows if r[name] == value}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel(("permuted copies and record phrasings" if axis == "copies" else "pre-training steps")
+                      + f" ({name} {value})")
+    for ax in axes[0]:
+        ax.set_ylabel("held-out fact accuracy (190 questions)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
