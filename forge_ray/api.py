@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from forge_ray.runs import Storage
+from forge_ray import jobs_client
 from forge_ray.spec import SpecError, spec_to_dict
 from forge_ray.spec.typed import Problem
 
@@ -81,12 +82,12 @@ def status(run_or_job: str, storage: str | None = None, address: str | None = No
         return RunInfo(name=m["name"], kind=m["kind"], status=m["status"], run_dir=store.run(run_or_job).path,
                        metrics=m.get("metrics", {}), error=m.get("error"), job_id=m.get("job_id"),
                        parents=m.get("parents", []))
-    return _job_status(_jobs_client(address), run_or_job)
+    return _job_status(jobs_client.connect(address), run_or_job)
 
 
-def _job_status(client, job_id: str) -> JobInfo:
-    info = client.get_job_info(job_id)
-    return JobInfo(job_id=job_id, name=(info.metadata or {}).get("forge_run", ""), address=client._address,
+def _job_status(jobs: jobs_client.RayJobs, job_id: str) -> JobInfo:
+    info = jobs.client.get_job_info(job_id)
+    return JobInfo(job_id=job_id, name=(info.metadata or {}).get("forge_run", ""), address=jobs.address,
                    status=str(getattr(info.status, "value", info.status)), entrypoint=info.entrypoint)
 
 
@@ -248,25 +249,6 @@ def leaderboard(storage: str | None = None) -> dict:
 # ---------------------------------------------------------------------------- Ray Jobs
 
 
-def _auth_headers() -> dict[str, str]:
-    """Bearer token for Ray's token authentication, from the places Ray itself looks."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    if not token and os.path.exists(path):
-        token = Path(path).read_text().strip()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _jobs_client(address: str | None):
-    from ray.job_submission import JobSubmissionClient
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise SpecError([Problem("--address", "no Ray cluster address",
-                                 "pass --address http://HEAD:8265 or set RAY_ADDRESS")])
-    return JobSubmissionClient(address, headers=_auth_headers())
-
-
 def _driver_resources(explicit: dict | None) -> dict | None:
     if explicit is not None:
         return explicit or None
@@ -304,7 +286,7 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
     if not pre.ok:
         raise SpecError([Problem(**e) for e in pre.errors])
     driver = _driver_resources(driver_resources)
-    client = _jobs_client(address)
+    jobs = jobs_client.connect(address)
     store_uri = Storage(storage).uri
     if "://" not in store_uri:
         store_uri = str(Path(store_uri).resolve())  # the job runs elsewhere: give it an absolute root
@@ -316,7 +298,7 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
     env = dict(runtime_env or {})
     if secret_names:
         env["env_vars"] = {**env.get("env_vars", {}), **{n: os.environ[n] for n in secret_names}}
-    if working_dir != "" and (working_dir or not _on_this_machine(client._address)):
+    if working_dir != "" and (working_dir or not _on_this_machine(jobs.address)):
         env = {"working_dir": working_dir or str(Path(__file__).resolve().parents[1]),
                "excludes": [".venv", "forge_runs", ".git", "**/__pycache__", "*.egg-info"], **env}
     job_id = f"forge-{typed.name}-{int(time.time())}"
@@ -327,14 +309,14 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
                          status="queued", job_id=job_id)
     for attempt in range(30):
         try:
-            client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=env, entrypoint_resources=driver,
+            jobs.client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=env, entrypoint_resources=driver,
                               metadata={"forge_run": typed.name, "forge_kind": typed.kind})
             break
         except RuntimeError as exc:  # just after a node died the head may briefly have no agent to hand the job to
             if "No available agent" not in str(exc) or attempt == 29:
                 raise
             time.sleep(2.0)
-    return JobInfo(job_id=job_id, name=typed.name, address=client._address, status="PENDING", entrypoint=entrypoint)
+    return JobInfo(job_id=job_id, name=typed.name, address=jobs.address, status="PENDING", entrypoint=entrypoint)
 
 
 def logs(run_or_job: str, storage: str | None = None, address: str | None = None, follow: bool = False) -> Iterator[str]:
@@ -347,14 +329,14 @@ def logs(run_or_job: str, storage: str | None = None, address: str | None = None
         if not job_id or not (address or os.environ.get("RAY_ADDRESS")):
             yield from _follow_file(run, follow)
             return
-    client = _jobs_client(address)
+    jobs = jobs_client.connect(address)
     seen = 0
     while True:  # poll rather than tail_job_logs' websocket: works through any HTTP proxy
-        text = client.get_job_logs(job_id)
+        text = jobs.client.get_job_logs(job_id)
         if len(text) > seen:
             yield text[seen:]
             seen = len(text)
-        if not follow or _job_status(client, job_id).status in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if not follow or _job_status(jobs, job_id).status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return
         time.sleep(1.0)
 
@@ -376,9 +358,9 @@ def stop(job_id: str, address: str | None = None, storage: str | None = None) ->
     store = Storage(storage)
     if store.exists(store.checked_name(job_id)):
         job_id = store.run(job_id).manifest().get("job_id") or job_id
-    client = _jobs_client(address)
-    client.stop_job(job_id)
-    return _job_status(client, job_id)
+    jobs = jobs_client.connect(address)
+    jobs.client.stop_job(job_id)
+    return _job_status(jobs, job_id)
 
 
 def schema(kind: str | None = None) -> dict:

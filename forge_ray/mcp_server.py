@@ -16,6 +16,7 @@ import json
 from typing import Any, Callable
 
 from forge_ray import api
+from forge_ray.compat import mcp as mcp_compat
 
 
 def _with_reasons(fn: Callable) -> Callable:
@@ -107,9 +108,8 @@ def build(storage: str | None = None, address: str | None = None):
         server.add_tool(_with_reasons(fn), name=fn.__name__, description=(fn.__doc__ or "").strip())
     spec_schema = api.schema()
     for name in ("validate_spec", "submit", "start_sweep"):
-        tool = server._tool_manager.get_tool(name)
-        tool.parameters["properties"]["spec"] = json.loads(json.dumps(
-            api.schema("sweep") if name == "start_sweep" else spec_schema))
+        mcp_compat.set_parameter_schema(server, name, "spec", json.loads(json.dumps(
+            api.schema("sweep") if name == "start_sweep" else spec_schema)))
     return server
 
 

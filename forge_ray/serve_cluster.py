@@ -33,6 +33,7 @@ from ray.serve.llm.ingress import OpenAiIngress
 from starlette.requests import Request
 
 from forge_ray import serve_keys
+from forge_ray.compat import ray_serve
 from forge_ray.serve import LOOPBACK
 
 
@@ -70,12 +71,6 @@ def _with_key_check(name: str):
     return checked
 
 
-def _router_endpoints() -> list[str]:
-    from ray.llm._internal.serve.core.ingress.ingress import DEFAULT_ENDPOINTS  # the routes Ray's router serves
-
-    return [n for n in DEFAULT_ENDPOINTS if hasattr(OpenAiIngress, n)]
-
-
 class KeyedOpenAiIngress(OpenAiIngress):
     """Ray's OpenAI router with an API key on every endpoint (when a key is set)."""
 
@@ -92,7 +87,7 @@ class KeyedOpenAiIngress(OpenAiIngress):
             raise HTTPException(status_code=401, detail="invalid or missing API key (Authorization: Bearer KEY)")
 
 
-for _name in _router_endpoints():
+for _name in ray_serve.router_endpoints(OpenAiIngress):
     setattr(KeyedOpenAiIngress, _name, _with_key_check(_name))
 
 
@@ -112,9 +107,9 @@ def start(run_name: str, model_dir: str, *, replicas: str | int = 1, host: str =
     from ray.serve.llm import LLMConfig, build_openai_app
 
     serve.start(http_options={"host": host, "port": port})
-    # Serve keeps the proxy options it was first started with; read them back (no public
-    # accessor in Ray 2.60) so the URL is the real one and a public proxy still needs a key
-    http = serve.context._get_global_client().http_config
+    # Serve keeps the proxy options it was first started with: read them back, so the URL is
+    # the real one and a public proxy still needs a key
+    http = ray_serve.http_options()
     if http.host not in LOOPBACK and not api_key:
         raise PermissionError(f"Serve on this cluster already listens on {http.host}:{http.port}; "
                               "an API key (--api-key) is required there")

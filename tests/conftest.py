@@ -76,12 +76,12 @@ def ray_cluster(tmp_path_factory):
 
 
 def _wait_for_jobs_api(address: str, timeout: float = 120) -> None:
-    from forge_ray.api import _jobs_client
+    from forge_ray import jobs_client
 
     deadline = time.time() + timeout
     while True:
         try:
-            _jobs_client(address).list_jobs()
+            jobs_client.connect(address).client.list_jobs()
             return
         except Exception:
             if time.time() > deadline:

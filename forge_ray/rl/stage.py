@@ -168,7 +168,7 @@ def _run_openrlhf(spec: RLStage, run: RunDir, ctx: Context, train_rows: list[dic
     """Submit OpenRLHF's ``train_ppo_ray`` for this spec as a Ray job and wait for it."""
     import time
 
-    from forge_ray.api import _jobs_client
+    from forge_ray import jobs_client
     from forge_ray.rl.openrlhf import command, reward_script, train_args
 
     if not run.storage.is_local:
@@ -185,7 +185,7 @@ def _run_openrlhf(spec: RLStage, run: RunDir, ctx: Context, train_rows: list[dic
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None
         cmd = command(train_args(spec, str(policy_dir), str(prompts), str(root / "openrlhf"), len(train_rows),
                                  rm_dir, str(script) if script else None))
-    client = _jobs_client(ctx.address)
+    client = jobs_client.connect(ctx.address).client
     repo = Path(__file__).resolve().parents[2]
     job_id = client.submit_job(entrypoint=cmd, runtime_env={"working_dir": str(repo), "excludes": [
         ".venv", "forge_runs", ".git", "**/__pycache__"]}, metadata={"forge_run": spec.name, "engine": "openrlhf"})

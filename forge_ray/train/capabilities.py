@@ -76,11 +76,9 @@ def apply(model: torch.nn.Module, caps: Capabilities) -> torch.nn.Module:
     target.set_attn_implementation(_HF_ATTENTION[caps.attention])
     if caps.compile:
         decoder = target.get_decoder() if hasattr(target, "get_decoder") else target.model
-        # each layer is one more compiled variant (its layer index is a constant in the graph):
-        # without room for all of them dynamo silently runs the later layers eagerly
-        import torch._dynamo
+        from forge_ray.compat.torch_dynamo import allow_recompiles
 
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(decoder.layers) + 8)
+        allow_recompiles(2 * len(decoder.layers) + 8)  # one compiled variant per layer, and room
         for layer in decoder.layers:
             layer.compile()
     return model

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+from forge_ray.compat import deepspeed as deepspeed_compat
+from forge_ray.compat.transformers import model_from_config
+
 HF_SUBDIR = "hf"
 _LORA = re.compile(r"^(?P<path>.+)\.lora_(?P<ab>[AB])\.[^.]+\.weight$")
 
@@ -51,7 +54,7 @@ def gather_state(engine, objective, zero3: bool, rank: int) -> dict[str, torch.T
     """The whole model's state dict (objective-level names) on rank 0, None elsewhere; a
     collective under ZeRO-3, where every rank must call it."""
     if zero3:
-        state = engine._zero3_consolidated_16bit_state_dict()
+        state = deepspeed_compat.zero3_full_state_dict(engine)
         return state if rank == 0 else None
     return {k: v.detach().cpu() for k, v in objective.state_dict().items()} if rank == 0 else None
 
@@ -64,7 +67,7 @@ def write_hf_dir(state: dict[str, torch.Tensor], config, tokenizer_dir: str | Pa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with torch.device("meta"):
-        model = (model_class._from_config(config, dtype=torch.float32) if model_class else
+        model = (model_from_config(model_class, config, torch.float32) if model_class else
                  AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()

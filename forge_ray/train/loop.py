@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forge_ray.compat.transformers import model_from_config
 from forge_ray.train.capabilities import to_device
 
 log = logging.getLogger("forge_ray.train")
@@ -393,7 +394,7 @@ def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None
     probe_model = objective.model
     if job["spec"]["train"]["zero_stage"] == 3:
         base = _base_model(objective.model)
-        probe_model = type(base)._from_config(base.config, dtype=torch.float32)
+        probe_model = model_from_config(type(base), base.config, torch.float32)
         probe_model.load_state_dict(state, strict=False)
         probe_model.tie_weights()
     _write_probe(probe_model, job, run)

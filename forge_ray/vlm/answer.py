@@ -31,6 +31,8 @@ class VLMAnswerer:
         import torch
         from transformers import AutoConfig, AutoTokenizer, LlavaForConditionalGeneration
 
+        from forge_ray.compat.transformers import model_from_config
+
         if threads:
             torch.set_num_threads(threads)
         self.tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -40,7 +42,7 @@ class VLMAnswerer:
         else:
             torch.manual_seed(random_init_seed)
             config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-            self.model = LlavaForConditionalGeneration._from_config(config, dtype=torch.float32)
+            self.model = model_from_config(LlavaForConditionalGeneration, config, torch.float32)
         self.model.eval()
         vision = self.model.config.vision_config
         self.image_size = vision.image_size

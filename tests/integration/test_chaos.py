@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forge_ray import api
+from forge_ray import api, jobs_client
 from forge_ray.train.checkpoint import latest, verify
 from tests.conftest import wait_for, REPO, VENV_BIN, _free_port, forge, read_json
 from tests.time_limits import limited
@@ -164,7 +164,7 @@ def test_a_killed_driver_resubmitted_resumes_its_run(cluster, shared, node_lost,
                if cmd.startswith("python -m forge_ray.cli run --spec-json") and '"name":"driver-lost"' in cmd]
     assert len(drivers) == 1, drivers
     os.kill(drivers[0], signal.SIGKILL)
-    client = api._jobs_client(cluster["dashboard"])
+    client = jobs_client.connect(cluster["dashboard"]).client
     wait_for(lambda: str(client.get_job_status(job).value) == "FAILED", timeout=120)  # measured 2.0 s on a clean clone
 
     second = forge(*args, env=submit_env)  # the same spec again: the same run, resumed
@@ -248,7 +248,7 @@ def test_twenty_concurrent_submissions_queue_on_driver_slots_and_all_finish(clus
     with cf.ThreadPoolExecutor(20) as pool:
         jobs = [j.job_id for j in pool.map(submit, range(20))]
     assert len(set(jobs)) == 20
-    client = api._jobs_client(cluster["dashboard"])
+    client = jobs_client.connect(cluster["dashboard"]).client
     most_running, ever_pending = 0, False
 
     def all_done():

@@ -42,9 +42,9 @@ def test_submit_runs_the_spec_as_a_ray_job(ray_cluster, demo_data, tmp_path):
 
 
 def test_stop_a_running_job(ray_cluster, tmp_path):
-    from forge_ray.api import _jobs_client
+    from forge_ray import jobs_client
 
-    client = _jobs_client(ray_cluster["dashboard"])
+    client = jobs_client.connect(ray_cluster["dashboard"]).client
     job_id = client.submit_job(entrypoint="python -c 'import time; time.sleep(600)'")
     wait_for(lambda: str(client.get_job_status(job_id).value) == "RUNNING", timeout=120, every=1)  # measured 1.0 s on a clean clone
     result = forge("stop", job_id, "--address", ray_cluster["dashboard"], "--json")

