@@ -15,7 +15,7 @@ SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 export FORGE_DEMO_DATA ?= ./forge_runs/demo-data
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean chromium
+.PHONY: setup demo test test-fast lint bench clean chromium
 
 setup: $(STAMP)
 
@@ -43,10 +43,13 @@ demo: setup
 	$(VENV)/bin/forge report demo-eval
 	$(VENV)/bin/forge runs
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: lint
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

@@ -81,9 +81,9 @@ def main() -> None:
 
     import ray
 
+    from forge_ray.data.sources import iter_texts
     from forge_ray.spec import build_spec
     from forge_ray.tokenizer.train import train_tokenizer
-    from forge_ray.data.sources import iter_texts
 
     work = Path(tempfile.mkdtemp(prefix="forge-bench-"))
     try:

@@ -59,7 +59,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for task, by_model in r["tasks"].items():
-            cell = lambda m: f"{by_model[m]['score']:.2f} [{by_model[m]['ci'][0]:.2f}, {by_model[m]['ci'][1]:.2f}]"  # noqa: E731
+            def cell(m: str, by_model: dict = by_model) -> str:
+                return f"{by_model[m]['score']:.2f} [{by_model[m]['ci'][0]:.2f}, {by_model[m]['ci'][1]:.2f}]"
+
             recall = r["retrieval"].get(task, {}).get("recall_at_k")
             lines.append(f"| {r['seed']} | {r['steps']} | {r['copies']} | {task} (n={by_model['demo-sft']['n']}) | {cell('demo-sft-plain')} | "
                          f"{cell('demo-sft-plain + rag')} | {cell('demo-sft')} | {cell('demo-sft + rag')} | "

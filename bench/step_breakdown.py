@@ -92,7 +92,7 @@ def plain(args, caps, batches) -> dict:
         return dict(out)
 
     result = _phases(step, batches, caps, args.steps, args.warmup)
-    del objective, optimizer
+    step = objective = optimizer = None  # free the model before the next variant
     _free(caps)
     return result
 
@@ -107,6 +107,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     from forge_ray.spec.sections import TrainSpec
     from forge_ray.train import loop
     from forge_ray.train.capabilities import to_device
+
     from mfu import build
 
     _, objective, _unused = build(args.preset, args.vocab, args.seq_len, caps)
@@ -142,7 +143,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     if profile:
         result["profile"] = _profile(step, batches, caps)
     engine.destroy()
-    del engine, optimizer, objective
+    step = engine = optimizer = objective = None  # free the model before the next variant
     _free(caps)
     return result
 
@@ -173,6 +174,7 @@ def main() -> None:
     import torch.distributed as dist
 
     from forge_ray.train import capabilities
+
     from mfu import packed_batch
 
     caps = capabilities.detect("auto", args.attention, False)

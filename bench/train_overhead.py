@@ -34,6 +34,7 @@ def plain_loop(files, tok_dir, args) -> float:
 
     from forge_ray.data.stream import PackedStream
     from forge_ray.train import capabilities
+
     from mfu import build, timed_steps  # bench/mfu.py: the device-level loop
 
     torch.set_num_threads(args.threads)
@@ -86,8 +87,8 @@ def main() -> None:
     import ray
 
     from forge_ray import api
-    from forge_ray.demo.corpus import write_demo_data
     from forge_ray.data.stream import dataset_files
+    from forge_ray.demo.corpus import write_demo_data
 
     work = Path(tempfile.mkdtemp(prefix="forge-bench-"))
     try:

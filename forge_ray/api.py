@@ -12,16 +12,16 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from forge_ray.runs import Storage
 from forge_ray import jobs_client
+from forge_ray.preflight import Preflight, SpecLike, resolve, validate  # noqa: F401 - part of this surface
+from forge_ray.runs import Storage
 from forge_ray.spec import SpecError, spec_to_dict
 from forge_ray.spec.typed import Problem
-
-from forge_ray.preflight import Preflight, SpecLike, resolve, validate  # noqa: F401 - part of this surface
 
 
 @dataclass
@@ -54,8 +54,8 @@ def describe_error(exc: BaseException):
 
 def input_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the input is wrong" (exit code 2), whatever stage raised them."""
-    from forge_ray.data.sources import DataError
     from forge_ray.allowed_paths import PathNotAllowed
+    from forge_ray.data.sources import DataError
     from forge_ray.runs import RunNameError
 
     return SpecError, DataError, FileNotFoundError, RunNameError, PathNotAllowed

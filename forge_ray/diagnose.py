@@ -56,10 +56,10 @@ def _names(e: BaseException) -> set[str]:
 
 
 def _kind(e: BaseException) -> str | None:
+    from forge_ray.allowed_paths import PathNotAllowed
     from forge_ray.data.sources import DataError
     from forge_ray.eval.tasks import TaskError
     from forge_ray.runner import InputError
-    from forge_ray.allowed_paths import PathNotAllowed
     from forge_ray.runs import RunExistsError, RunNameError
     from forge_ray.spec.typed import SpecError
 

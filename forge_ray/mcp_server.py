@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from forge_ray import api
 from forge_ray.compat import mcp as mcp_compat

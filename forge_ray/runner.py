@@ -14,11 +14,12 @@ import importlib
 import logging
 import os
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from forge_ray.runs import RunDir, RunError, RunExistsError, Storage
+from forge_ray.runs import RunDir, RunError, Storage
 from forge_ray.spec import SpecError, StageSpec, spec_to_yaml
 from forge_ray.spec.typed import Problem
 
@@ -95,7 +96,7 @@ def use_token_auth_if_available() -> None:
 
 
 @contextlib.contextmanager
-def input_dir(ctx: "Context", ref: str, output: str) -> Iterator[Path]:
+def input_dir(ctx: Context, ref: str, output: str) -> Iterator[Path]:
     """A local directory for an input: a run's named output (fetched when storage is remote),
     or ``ref`` itself when it is a local directory (e.g. an HF tokenizer/model folder)."""
     if os.path.isdir(ref) and not ctx.storage.exists(ref):

@@ -19,9 +19,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -36,7 +37,7 @@ def storage_root(explicit: str | None = None) -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
@@ -88,7 +89,7 @@ class Storage:
                 raise RunNameError(f"run {name!r} leads out of the storage root {self.base} (a symlink to {real})")
         return name
 
-    def run(self, name: str) -> "RunDir":
+    def run(self, name: str) -> RunDir:
         return RunDir(self, self.checked_name(name))
 
     def exists(self, name: str) -> bool:

@@ -104,7 +104,7 @@ def start(storage, run_name: str, host: str = "127.0.0.1", port: int = 8000, api
         except OSError:
             if time.time() > deadline:
                 proc.kill()
-                raise TimeoutError(f"the vLLM server did not answer within {wait_s:.0f}s; see {log_path}")
+                raise TimeoutError(f"the vLLM server did not answer within {wait_s:.0f}s; see {log_path}") from None
             time.sleep(1)
     rec_dir.write_text(rec, json.dumps(info, indent=2))
     return info

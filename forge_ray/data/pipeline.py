@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from forge_ray.data import clean
-from forge_ray.data.sources import DataError, row_error, source_dataset
+from forge_ray.data.sources import DataError, row_error
 from forge_ray.spec.stages import CleanSpec, DataStage
 
 LAYOUT_BY_FORMAT = {"text": "pretrain", "chat": "sft", "preference": "preference", "prompt_answer": "prompt",

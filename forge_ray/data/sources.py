@@ -13,9 +13,10 @@ import fnmatch
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.fs as pafs
 

@@ -167,6 +167,6 @@ def _report(rdir, spec, steps, n_bad, pack, char_lengths, sources, layout) -> di
     lines += [f"| {s.name} | {s.docs_in} | {s.docs_out} | {json.dumps(s.details)} |" for s in steps]
     lines += ["", "## Top sources", "", "| source | path | docs | chars |", "|---|---|---|---|"]
     lines += [f"| {s['source']} | {s['path']} | {s['docs']} | {s['chars']} |" for s in sources]
-    lines += ["", f"![lengths](lengths.png)", ""]
+    lines += ["", "![lengths](lengths.png)", ""]
     (rdir / "report.md").write_text("\n".join(lines))
     return metrics

@@ -12,8 +12,8 @@ the next batch, nothing repeated, nothing skipped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -52,7 +52,7 @@ class AugmentDocuments:
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {c: [] for c in CORPUS_COLUMNS}
-        for doc_id, text, meta in zip(batch["doc_id"], batch["text"], batch["meta"]):
+        for text, meta in zip(batch["text"], batch["meta"]):
             path = json.loads(meta)["path"]
             if _matches(path, self.exclude):  # a source's own include/exclude glob rules
                 rows = [{"text": text, "doc_id": f"{path}#original-0", "source_doc": path, "strategy": "kept",

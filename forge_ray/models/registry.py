@@ -12,8 +12,8 @@ becomes 4Ψ weights + 4Ψ grads + 8Ψ Adam, the same 16 bytes, split the same wa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 from forge_ray.spec.sections import ModelSpec
 

@@ -201,7 +201,7 @@ class RLController:
 
     def _train(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
         spec = self.spec
-        kl = float((tensors["kl_to_ref"].sum() / tensors["response_mask"].sum().clamp(min=1)))
+        kl = float(tensors["kl_to_ref"].sum() / tensors["response_mask"].sum().clamp(min=1))
         groups = [(self.roles.policy, "policy")] + ([(self.roles.critic, "critic")] if self.roles.critic else [])
         out = {"kl_to_ref": kl}
         for group, name in groups:

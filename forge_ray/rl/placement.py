@@ -45,6 +45,8 @@ def describe(options: dict) -> dict:
 
 
 def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
+    import ray
+
     from forge_ray.distributed.deepspeed_config import choose_precision
     from forge_ray.rl import rewards
     from forge_ray.rl.algos import ALGORITHMS
@@ -52,8 +54,6 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     from forge_ray.rl.workers import ActorGroup, Bundles, ReferenceWorker, TrainableWorker
     from forge_ray.spec import spec_to_dict
     from forge_ray.spec.sections import TrainSpec
-
-    import ray
 
     algo, res, co = ALGORITHMS[spec.algo], spec.resources, spec.colocate
     train = {"zero_stage": 0, "micro_batch_size": spec.micro_batch_size, "threads": int(max(1, res.cpus_per_worker))}

@@ -11,7 +11,6 @@ from forge_ray.spec.base import StageSpec
 from forge_ray.spec.sections import OptimSpec, ResourcesSpec, SourceSpec
 from forge_ray.spec.typed import opt
 
-
 # ---------------------------------------------------------------------------- RL
 
 

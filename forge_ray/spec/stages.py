@@ -19,7 +19,6 @@ from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceS
 from forge_ray.spec.typed import opt
 from forge_ray.spec.vlm import VisionSpec, VLMStage  # noqa: F401 - re-exported
 
-
 # ---------------------------------------------------------------------------- tokenizer
 
 
@@ -244,7 +243,7 @@ class SweepStage(StageSpec):
             yield "base.kind", f"sweeps run training specs (pretrain, sft, dpo, reward_model), not {base.kind!r}", ""
         if self.scheduler == "pbt":
             yield "scheduler", "pbt is not supported yet (trials would need to swap checkpoints)", "use asha or fifo"
-        if self.scheduler == "asha" and self.grace_period >= getattr(base, "train").max_steps:
+        if self.scheduler == "asha" and self.grace_period >= base.train.max_steps:
             yield "grace_period", f"must be below base.train.max_steps ({base.train.max_steps}) for ASHA to stop " \
                                   "anything", ""
         for key in self.space:

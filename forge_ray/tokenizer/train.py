@@ -13,8 +13,8 @@ used to report bytes per token (compression) in the manifest.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from forge_ray.spec.stages import TokenizerStage
 

@@ -180,9 +180,9 @@ def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_s
              pin: bool = False) -> dict:
     """Validation metrics over a fixed (unshuffled) slice of the held-out rows, summed over
     ranks: the objective says what to sum (NLL and bytes; correct pairs and margins)."""
-    from forge_ray.data.stream import PackedStream
-
     import pyarrow.parquet as pq
+
+    from forge_ray.data.stream import PackedStream
 
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if rows < world:
@@ -217,7 +217,7 @@ def train_loop_per_worker(job: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    spec, train, optim = job["spec"], job["spec"]["train"], job["spec"]["optim"]
+    train, optim = job["spec"]["train"], job["spec"]["optim"]
     torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
     torch.manual_seed(job["seed"])
     np.random.seed(job["seed"] + rank)

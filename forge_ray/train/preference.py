@@ -19,7 +19,6 @@ from torch import nn
 
 from forge_ray.train.objectives import causal_logits
 
-
 # ---------------------------------------------------------------------------- maths
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from forge_ray import api, jobs_client
 from forge_ray.train.checkpoint import latest, verify
-from tests.conftest import wait_for, REPO, VENV_BIN, _free_port, forge, read_json
+from tests.conftest import REPO, VENV_BIN, _free_port, forge, read_json, wait_for
 from tests.time_limits import limited
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def _node_running_a_train_worker(session: str) -> int:
     """Index of a worker node (nodeI resource) of this cluster that hosts a Ray Train worker."""
     procs = _processes()
     by_pid = {pid: cmd for pid, _, cmd in procs}
-    for pid, ppid, cmd in procs:
+    for _pid, ppid, cmd in procs:
         parent = by_pid.get(ppid, "")
         if cmd.startswith("ray::RayTrainWorker") and "raylet" in parent and session in parent:
             return int(re.search(r"[=,]node(\d+),", parent).group(1))

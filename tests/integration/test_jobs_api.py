@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import wait_for, forge, read_json
+from tests.conftest import forge, read_json, wait_for
 
 pytestmark = pytest.mark.slow
 

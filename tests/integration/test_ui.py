@@ -37,7 +37,7 @@ def start_ui(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"forge ui did not start: {proc.stdout.read()[-3000:]}")
+                raise RuntimeError(f"forge ui did not start: {proc.stdout.read()[-3000:]}") from None
             time.sleep(0.5)
 
 

@@ -61,8 +61,8 @@ def test_a_per_call_seed_fixes_the_draws_whatever_came_before(tmp_path):
 
 
 def test_stop_strings_cut_where_the_controller_cuts(tmp_path):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
     from forge_ray.rl.rollout import cut_at_stop
 

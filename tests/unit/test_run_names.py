@@ -62,7 +62,7 @@ def test_every_api_entry_point_refuses_them(roots):
         "stop": lambda n: api.stop(n, storage=storage),
         "generate (arena)": lambda n: list(api.generate(n, "hi", storage=storage)),
     }
-    for face, call in calls.items():
+    for call in calls.values():
         for name in _bad_names(roots):
             with pytest.raises(RunNameError):
                 call(name)

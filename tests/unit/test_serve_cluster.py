@@ -21,9 +21,8 @@ def test_replicas_are_a_count_or_autoscaling_bounds():
 
 def test_every_router_route_checks_the_key_first():
     from fastapi import HTTPException
-    from starlette.requests import Request
-
     from ray.serve.llm.ingress import OpenAiIngress
+    from starlette.requests import Request
 
     from forge_ray.compat.ray_serve import router_endpoints
 

@@ -16,7 +16,7 @@ controller calls ``ESTIMATORS[name](**batch)`` without branching on the algorith
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -10,7 +10,7 @@ argument against length bias).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

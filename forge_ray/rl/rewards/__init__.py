@@ -9,7 +9,7 @@ another such callable (see :func:`reward_model_fn`).
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 RewardFn = Callable[..., list[float]]
 

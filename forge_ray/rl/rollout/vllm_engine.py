@@ -58,9 +58,8 @@ class VLLMRollout:
     def __init__(self, model_dir: str, max_model_len: int = 512, kv_cache_gb: int = 1, seed: int = 0,
                  tensor_parallel: int = 1, sleep_mode: bool = False, gpu_memory_utilization: float = 0.9):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
-        from vllm import LLM
-
         import torch
+        from vllm import LLM
 
         gpu = torch.cuda.is_available()
         # tensor_parallel > 1: vLLM's Ray executor places its workers in this actor's placement group
