@@ -60,7 +60,6 @@ class Context:
     address: str | None = None
     show_progress: bool = True
     job_id: str | None = None
-    ray_init_kwargs: dict = field(default_factory=dict)
 
     def ensure_ray(self) -> None:
         """Connect to ``address`` (or ``RAY_ADDRESS``), or start a local Ray, once per process."""
@@ -71,7 +70,7 @@ class Context:
 
         if ray.is_initialized():
             return
-        kwargs = {"log_to_driver": True, "logging_level": logging.WARNING, **self.ray_init_kwargs}
+        kwargs = {"log_to_driver": True, "logging_level": logging.WARNING}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -111,10 +110,6 @@ def input_dir(ctx: Context, ref: str, output: str) -> Iterator[Path]:
         raise InputError(f"run {ref!r} has no {output!r} output (it has: {', '.join(outputs) or 'none'})")
     with run.fetch_dir(outputs[output]) as path:
         yield path
-
-
-def runnable_kinds() -> list[str]:
-    return list(RUNNERS)
 
 
 #: language models a stage can start from or fine-tune

@@ -48,7 +48,6 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     offset: int = 0
-    rng: dict = field(default_factory=dict)
 
 
 class RLController:
@@ -265,11 +264,9 @@ class RLController:
 
 
 def _maybe_kill_engine(engines: list, step: int) -> None:
-    """Fault injection for the recovery test: kill rollout engine 0 once, before a given step."""
-    import json
-    import os
+    """Fault injection for the recovery test (:mod:`forge_ray.faults`): kill rollout engine 0 once."""
+    from forge_ray import faults
 
-    fault = json.loads(os.environ.get("FORGE_FAULT_INJECT") or "null")
-    if fault and fault.get("kill_engine_at_step") == step and not os.path.exists(fault["marker"]):
-        open(fault["marker"], "w").write(f"killed rollout engine 0 before RL step {step}\n")
+    fault = faults.planned()
+    if fault is not None and fault.due("rollout_engine", step):
         ray.kill(engines[0], no_restart=True)

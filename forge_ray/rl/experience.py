@@ -20,8 +20,6 @@ class RolloutBatch:
     sequences: torch.Tensor  # [B, L] prompt + response, right-padded
     attention_mask: torch.Tensor  # [B, L] 1 on real tokens
     response_mask: torch.Tensor  # [B, L-1] 1 where target t (token t+1) is a response token
-    prompt_lengths: list[int]
-    response_lengths: list[int]
 
 
 def pack_rollouts(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int) -> RolloutBatch:
@@ -37,7 +35,7 @@ def pack_rollouts(prompt_ids: list[list[int]], response_ids: list[list[int]], pa
         sequences[i, :n] = torch.tensor(rows[i])
         attention[i, :n] = 1
         response[i, len(p) - 1:n - 1] = 1  # targets len(p)…n-1 are the response tokens
-    return RolloutBatch(sequences, attention, response, [len(p) for p in prompt_ids], [len(r) for r in response_ids])
+    return RolloutBatch(sequences, attention, response)
 
 
 def token_logps(model, sequences: torch.Tensor, attention_mask: torch.Tensor,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
 
+from forge_ray import faults
 from forge_ray.runner import Context, StageResult, input_dir
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import RLStage
@@ -145,10 +145,9 @@ def _resume(controller, run: RunDir) -> None:
 
 
 def _maybe_fail(step: int) -> None:
-    """Fault injection for the resume test: the driver dies once after a given RL step."""
-    fault = json.loads(os.environ.get("FORGE_FAULT_INJECT") or "null")
-    if fault and fault.get("rl_step") == step and not os.path.exists(fault["marker"]):
-        Path(fault["marker"]).write_text(f"stopped after RL step {step}\n")
+    """Fault injection for the resume test (:mod:`forge_ray.faults`): the driver fails once."""
+    fault = faults.planned()
+    if fault is not None and fault.due("rl_step", step):
         raise RuntimeError(f"injected fault after RL step {step}")
 
 

@@ -328,10 +328,9 @@ def train_loop_per_worker(job: dict) -> None:
 
 
 def _maybe_fail(job: dict, step: int, rank: int) -> None:
-    """Fault injection for recovery tests: one worker SIGKILLs itself once at a given step."""
+    """Fault injection for recovery tests (:mod:`forge_ray.faults`): one worker SIGKILLs itself once."""
     fault = job.get("fault")
-    if fault and step == fault["step"] and rank == fault["rank"] and not os.path.exists(fault["marker"]):
-        Path(fault["marker"]).write_text(f"killed rank {rank} at step {step}\n")
+    if fault is not None and fault.due("train_step", step, rank):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

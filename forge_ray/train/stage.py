@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from forge_ray import faults
 from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, _TrainingStage
@@ -72,7 +72,7 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
             "cpus_per_worker": spec.resources.cpus_per_worker,
             "flops_per_token": est.flops_per_token, "train_dir": _train_dir_for_resume(run),
             "vocab_pieces": pieces,
-            "fault": json.loads(os.environ["FORGE_FAULT_INJECT"]) if os.environ.get("FORGE_FAULT_INJECT") else None,
+            "fault": faults.planned(),
         }
         run.update(estimate=est.to_json())  # precision: each worker records what its device chose
         with _progress(run, spec.train.max_steps, ctx):

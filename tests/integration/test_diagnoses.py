@@ -39,7 +39,7 @@ def test_nan_loss_under_an_absurd_learning_rate(ray_connected, demo_runs):
 
 
 def test_a_killed_worker_with_no_retries_is_worker_lost(ray_connected, demo_runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"step": 3, "rank": 0, "marker": str(tmp_path / "k")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 3, "rank": 0, "marker": str(tmp_path / "k")}))
     with pytest.raises(Exception):
         api.run(tiny_pretrain("diag-killed", train={"max_failures": 0}), storage=str(demo_runs), show_progress=False)
     assert (tmp_path / "k").exists()

@@ -122,7 +122,7 @@ def test_ppo_critic_learns_to_predict_returns(ray_connected, demo_runs, demo_dat
 
 def test_a_crashed_run_resumes_with_verified_weights(ray_connected, demo_runs, demo_data, tmp_path, monkeypatch):
     spec = rl_spec("rl-resume", demo_data, max_steps=6, eval_every=0, checkpoint_every=2, rollout=FAST_ROLLOUT)
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"rl_step": 3, "marker": str(tmp_path / "m")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "rl_step", "step": 3, "marker": str(tmp_path / "m")}))
     with pytest.raises(Exception):
         api.run(spec, storage=str(demo_runs), show_progress=False)
     failed = read_json(demo_runs / "rl-resume" / "manifest.json")
@@ -138,7 +138,7 @@ def test_a_crashed_run_resumes_with_verified_weights(ray_connected, demo_runs, d
 
 
 def test_a_killed_rollout_engine_is_replaced(ray_connected, demo_runs, demo_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"kill_engine_at_step": 2, "marker": str(tmp_path / "k")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "rollout_engine", "step": 2, "marker": str(tmp_path / "k")}))
     info = api.run(rl_spec("rl-engine-killed", demo_data, max_steps=3, eval_every=0, checkpoint_every=0,
                            rollout=FAST_ROLLOUT),
                    storage=str(demo_runs), show_progress=False)

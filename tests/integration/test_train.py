@@ -144,7 +144,7 @@ def test_zero3_gives_the_same_loss_curve(base, dense):
 
 def test_resume_after_a_crash_continues_the_exact_curve(base, dense, tmp_path, monkeypatch):
     spec = pretrain_spec("crashed", max_failures=0)
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"step": 11, "rank": 1, "marker": str(tmp_path / "m")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 11, "rank": 1, "marker": str(tmp_path / "m")}))
     with pytest.raises(Exception):
         api.run(spec, storage=str(base), show_progress=False)
     assert read_json(base / "crashed" / "manifest.json")["status"] == "failed"
@@ -158,7 +158,7 @@ def test_resume_after_a_crash_continues_the_exact_curve(base, dense, tmp_path, m
 
 
 def test_a_killed_worker_is_replaced_and_the_run_finishes(base, dense, tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"step": 13, "rank": 1, "marker": str(tmp_path / "k")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 13, "rank": 1, "marker": str(tmp_path / "k")}))
     info = api.run(pretrain_spec("healed", max_failures=1), storage=str(base), show_progress=False)
     assert info.status == "succeeded" and (tmp_path / "k").exists()
     assert _curve(base / "healed") == _curve(dense)
@@ -254,7 +254,7 @@ def test_dpo_resumes_exactly_after_a_crash(base, dense, demo_data, tmp_path, mon
     ref = _curve(base / "dpo")
     assert sorted(ref) == list(range(1, 9))
     crashed = {**spec, "name": "dpo-crashed", "data": [], "dataset": "dpo-data"}  # the same prepared pairs
-    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"step": 6, "rank": 0, "marker": str(tmp_path / "m")}))
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 6, "rank": 0, "marker": str(tmp_path / "m")}))
     with pytest.raises(Exception):
         api.run(crashed, storage=str(base), show_progress=False)
     monkeypatch.delenv("FORGE_FAULT_INJECT")

@@ -1,0 +1,59 @@
+"""One fault-injection hook for the recovery tests: a run is told, through one environment
+variable with one schema, to fail once at a chosen point, so a test can check that what
+follows (a retry, a resume, an engine restart) really recovers.
+
+    FORGE_FAULT_INJECT='{"at": "train_step", "step": 11, "rank": 1, "marker": "/tmp/m"}'
+
+``at`` says where: ``train_step`` (that trainer rank SIGKILLs itself after the step),
+``rl_step`` (the RL driver raises after the step), ``rollout_engine`` (rollout engine 0 is
+killed before the step). The fault fires once: it writes ``marker`` first, and never fires
+while the marker exists, so the retried or resumed run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+ENV = "FORGE_FAULT_INJECT"
+Where = Literal["train_step", "rl_step", "rollout_engine"]
+WHERE: tuple[str, ...] = ("train_step", "rl_step", "rollout_engine")
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: Where
+    step: int
+    marker: str
+    rank: int = 0  # train_step only: which trainer rank fails
+
+    def due(self, at: Where, step: int, rank: int = 0) -> bool:
+        """True once, at the planned point (the marker is written before the caller fails)."""
+        if (at, step, rank) != (self.at, self.step, self.rank if at == "train_step" else 0):
+            return False
+        if os.path.exists(self.marker):
+            return False
+        Path(self.marker).write_text(f"fault injected at {at} {step} (rank {rank})\n")
+        return True
+
+
+def planned() -> Fault | None:
+    """The fault ``$FORGE_FAULT_INJECT`` asks for, or None; a malformed value is an error that
+    names the variable and the key, not a fault silently skipped."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{ENV} is not JSON: {exc}") from None
+    known = {f.name for f in fields(Fault)}
+    if not isinstance(value, dict) or set(value) - known or not {"at", "step", "marker"} <= set(value):
+        raise ValueError(f"{ENV} must be an object with at, step, marker (and rank): unknown "
+                         f"{sorted(set(value) - known) if isinstance(value, dict) else value!r}")
+    if value["at"] not in WHERE:
+        raise ValueError(f"{ENV}: at must be one of {', '.join(WHERE)}, got {value['at']!r}")
+    return Fault(at=value["at"], step=int(value["step"]), marker=str(value["marker"]), rank=int(value.get("rank", 0)))

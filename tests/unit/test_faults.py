@@ -1,0 +1,47 @@
+"""The one fault-injection hook: parsed from one variable, fires once at its point, and a
+malformed value is an error naming the variable and key rather than a fault never fired."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from forge_ray import faults
+
+
+def test_a_fault_fires_once_at_its_point_and_rank(tmp_path, monkeypatch):
+    marker = tmp_path / "m"
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 3, "rank": 1,
+                                                         "marker": str(marker)}))
+    fault = faults.planned()
+    assert fault == faults.Fault(at="train_step", step=3, rank=1, marker=str(marker))
+    assert not fault.due("train_step", 3, rank=0)  # another rank
+    assert not fault.due("train_step", 2, rank=1)  # another step
+    assert not fault.due("rl_step", 3, rank=1)  # another point
+    assert not marker.exists()
+    assert fault.due("train_step", 3, rank=1) and marker.exists()
+    assert not fault.due("train_step", 3, rank=1)  # the retried run goes on
+
+
+def test_rank_matters_only_for_trainer_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "rl_step", "step": 2, "marker": str(tmp_path / "m")}))
+    assert faults.planned().due("rl_step", 2)
+
+
+def test_no_variable_no_fault(monkeypatch):
+    monkeypatch.delenv("FORGE_FAULT_INJECT", raising=False)
+    assert faults.planned() is None
+
+
+@pytest.mark.parametrize("value, says", [
+    ("{not json", "not JSON"),
+    ('{"step": 3, "marker": "/tmp/x"}', "at, step, marker"),
+    ('{"at": "train_step", "step": 3, "marker": "/tmp/x", "kill_engine_at_step": 2}', "kill_engine_at_step"),
+    ('{"at": "eval", "step": 3, "marker": "/tmp/x"}', "'eval'"),
+])
+def test_a_malformed_fault_names_the_variable_and_the_key(monkeypatch, value, says):
+    monkeypatch.setenv("FORGE_FAULT_INJECT", value)
+    with pytest.raises(ValueError, match="FORGE_FAULT_INJECT") as err:
+        faults.planned()
+    assert says in str(err.value)
