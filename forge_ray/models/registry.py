@@ -188,8 +188,8 @@ def estimate(arch: Arch, vocab_size: int, seq_len: int, micro_batch: int, num_wo
               "zero2": 2 * psi + 14 * psi / n + frozen, "zero3": 16 * psi / n + frozen}
     # activations kept for backward, per layer per token, in the unfused HF Llama/Mixtral block: the
     # two norms' inputs and outputs, q/k/v before and after rope, attention output, o_proj input,
-    # SwiGLU's gate, up, act(gate) and product (≈ 11·d + 3·kv + 4·f elements; measured on an H200:
-    # 1B preset, bf16, 8 × 2048 tokens, within 20%); plus the T×T scores unless the kernel is fused
+    # SwiGLU's gate, up, act(gate) and product (≈ 11·d + 3·kv + 4·f elements; checked against a
+    # measured peak in bench/RESULTS.md); plus the T×T scores unless the kernel is fused
     f_active = f * (arch.experts_per_token if arch.arch == "moe" else 1)
     scores = 0 if fused_attention else 5 * arch.num_heads * seq_len / 2
     per_token = L * ((11 * d + 3 * kv + 4 * f_active) + scores) * bytes_per_act

@@ -130,7 +130,7 @@ def clips_itself(zero_stage: int, device: str) -> bool:
     """ZeRO-0 on CUDA: every rank holds the whole averaged gradient after ``engine.backward``,
     so the trainer clips it there with one fused norm, which is also the logged one; DeepSpeed's
     ZeRO-0 clip computes a norm it does not keep, and logging it took a second pass over every
-    parameter (2 % of a 1B step on an H200, ``bench/RESULTS.md``). CPU ranks keep DeepSpeed's
+    parameter (its cost is in ``bench/RESULTS.md``). CPU ranks keep DeepSpeed's
     clip: the pass is cheap there, and CPU runs keep the numerics of earlier versions, which
     the demo's small recipes (and their tests) were tuned on."""
     return zero_stage == 0 and device == "cuda"
