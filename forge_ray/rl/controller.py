@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import ray
 import torch
@@ -24,23 +26,30 @@ from forge_ray.rl.algos.losses import KL_ESTIMATORS
 from forge_ray.rl.experience import RolloutBatch, pack_rollouts
 from forge_ray.rl.rollout import cut_at_stop
 
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from forge_ray.rl.workers import ActorGroup, Bundles
+
 log = logging.getLogger("forge_ray.rl")
 
 
 @dataclass
 class Roles:
-    policy: object  # ActorGroup of TrainableWorker(role="policy")
-    reference: object  # ReferenceWorker actor
-    engines: list  # rollout engine actors
-    critic: object | None = None
-    reward_fn: object = None
-    backend: str = "hf"
-    engine_factory: object = None  # index → a new engine actor (to replace one that died)
-    sync: str = "blob"  # how weights reach the engines: "blob" (safetensors via Ray) or "nccl"
+    """The Ray actors of one RL run, built by :func:`forge_ray.rl.placement.build_roles`."""
+
+    policy: ActorGroup  # of TrainableWorker(role="policy")
+    reference: ActorHandle  # a ReferenceWorker
+    engines: list[ActorHandle]  # rollout engines (VLLMEngine or HFEngine)
+    critic: ActorGroup | None = None  # of TrainableWorker(role="critic"), for PPO
+    reward_fn: Callable[..., list[float]] | None = None  # forge_ray.rl.rewards.weighted_sum
+    backend: Literal["hf", "vllm"] = "hf"
+    engine_factory: Callable[[int], ActorHandle] | None = None  # index → a new engine (to replace one that died)
+    sync: Literal["blob", "nccl"] = "blob"  # how weights reach the engines: safetensors via Ray, or NCCL
     sleep_engines: bool = False  # colocated engines free the GPU while the policy trains
-    bundles: list = field(default_factory=list)  # shared placement groups to release at the end
-    engine_bundles: dict = field(default_factory=dict)  # engine index → its tensor-parallel bundles
-    layout: dict = field(default_factory=dict)  # role → where it runs (recorded in the manifest)
+    bundles: list[Bundles] = field(default_factory=list)  # shared placement groups to release at the end
+    engine_bundles: dict[int, Bundles] = field(default_factory=dict)  # engine index → its tensor-parallel bundles
+    layout: dict[str, Any] = field(default_factory=dict)  # role → where it runs (recorded in the manifest)
 
 
 @dataclass
@@ -205,7 +214,7 @@ class RLController:
         out = {"kl_to_ref": kl}
         for group, name in groups:
             shards = self._shards(tensors, len(group.actors))
-            results = group.call("train", shards, epochs=spec.epochs, micro_batch=spec.micro_batch_size)
+            results = group.run_sharded("train", shards, epochs=spec.epochs, micro_batch=spec.micro_batch_size)
             for key in results[0]:
                 out[key if name == "policy" else f"critic_{key}"] = sum(r[key] for r in results) / len(results)
         return out
@@ -215,7 +224,7 @@ class RLController:
         (``nccl``) a broadcast from policy rank 0 that the engines receive concurrently."""
         engines = self.roles.engines
         if self.roles.sync != "nccl":
-            blob = self.roles.policy.call("weights")[0]
+            blob = self.roles.policy.run_all("weights")[0]
             ray.get([e.update_weights.remote(blob) for e in engines])
             return
         from forge_ray.rl.rollout.nccl_sync import engine_ranks
@@ -224,13 +233,12 @@ class RLController:
             host, port = ray.get(self.roles.policy.actors[0].address.remote())
             firsts, world = engine_ranks(len(engines), self.spec.rollout.tensor_parallel)
             joins = [e.init_weight_group.remote(host, port, first, world) for e, first in zip(engines, firsts)]
-            self.roles.policy.call("open_weight_group", [host] * len(self.roles.policy.actors),
-                                   [port] * len(self.roles.policy.actors), [world] * len(self.roles.policy.actors))
+            self.roles.policy.run_all("open_weight_group", host, port, world)
             ray.get(joins)
             self.weight_metas = ray.get(self.roles.policy.actors[0].weight_metas.remote())
             self.weight_group_open = True
         receives = [e.receive_weights.remote(self.weight_metas) for e in engines]
-        self.roles.policy.call("broadcast_weights")
+        self.roles.policy.run_all("broadcast_weights")
         ray.get(receives)
 
     # ------------------------------------------------------------------ evaluation

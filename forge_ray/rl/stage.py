@@ -81,8 +81,7 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
                         _checkpoint(controller, run)
                     _maybe_fail(step)
             with run.local_dir("model") as out:
-                roles.policy.call("save_hf", [str(out)] * len(roles.policy.actors),
-                                  [str(policy_dir)] * len(roles.policy.actors))
+                roles.policy.run_all("save_hf", str(out), str(policy_dir))
         finally:
             _shutdown(roles)
     history = run.metrics()
@@ -110,10 +109,10 @@ def _checkpoint(controller, run: RunDir) -> None:
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     roles = controller.roles
-    roles.policy.call("save_checkpoint", [str(tmp / "policy")] * len(roles.policy.actors))
+    roles.policy.run_all("save_checkpoint", str(tmp / "policy"))
     if roles.critic:
-        roles.critic.call("save_checkpoint", [str(tmp / "critic")] * len(roles.critic.actors))
-    digest = roles.policy.call("weights_digest")[0]
+        roles.critic.run_all("save_checkpoint", str(tmp / "critic"))
+    digest = roles.policy.run_all("weights_digest")[0]
     (tmp / "controller.json").write_text(json.dumps({**controller.state_dict(), "policy_sha256": digest}))
     seal(tmp, step)
     shutil.rmtree(directory, ignore_errors=True)
@@ -130,11 +129,11 @@ def _resume(controller, run: RunDir) -> None:
     latest = found[-1]
     verify(latest)
     roles = controller.roles
-    roles.policy.call("load_checkpoint", [str(latest / "policy")] * len(roles.policy.actors))
+    roles.policy.run_all("load_checkpoint", str(latest / "policy"))
     if roles.critic:
-        roles.critic.call("load_checkpoint", [str(latest / "critic")] * len(roles.critic.actors))
+        roles.critic.run_all("load_checkpoint", str(latest / "critic"))
     saved = json.loads((latest / "controller.json").read_text())
-    restored = roles.policy.call("weights_digest")[0]
+    restored = roles.policy.run_all("weights_digest")[0]
     if restored != saved["policy_sha256"]:
         raise RuntimeError(f"{latest}: the restored policy's weights differ from the saved ones "
                            f"({restored[:12]} vs {saved['policy_sha256'][:12]})")

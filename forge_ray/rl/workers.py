@@ -7,7 +7,8 @@ hands each worker its shard of the batch. Weights for the rollout engines come f
 :meth:`TrainableWorker.weights` (a collective under ZeRO-3; rank 0 returns the blob).
 
     group = ActorGroup(TrainableWorker, 2, num_cpus=1, init=dict(role="policy", model_dir=..., ...))
-    group.call("train", shards)   # one shard per worker
+    group.run_sharded("train", shards)   # one shard per worker
+    group.run_all("save_checkpoint", path)   # the same call on every worker
 """
 
 from __future__ import annotations
@@ -260,11 +261,17 @@ class ActorGroup:
             addr, port = ray.get(self.actors[0].address.remote())
             ray.get([a.setup.remote(addr, port) for a in self.actors])
 
-    def call(self, method: str, *per_actor_args, **kwargs) -> list:
-        """Call ``method`` on every actor; positional arguments are lists with one item per actor."""
-        refs = [getattr(a, method).remote(*(arg[i] for arg in per_actor_args), **kwargs)
-                for i, a in enumerate(self.actors)]
-        return ray.get(refs)
+    def run_all(self, method: str, *args, **kwargs) -> list:
+        """Call ``method`` on every actor with the same arguments (a save, a collective);
+        each actor's result, by rank."""
+        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+
+    def run_sharded(self, method: str, shards: list, **kwargs) -> list:
+        """Call ``method`` on actor ``i`` with ``shards[i]`` (its part of a batch) and the same
+        keyword arguments; each actor's result, by rank."""
+        if len(shards) != len(self.actors):
+            raise ValueError(f"{len(shards)} shards for {len(self.actors)} actors of {method!r}")
+        return ray.get([getattr(a, method).remote(shard, **kwargs) for a, shard in zip(self.actors, shards)])
 
     def kill(self) -> None:
         for a in self.actors:
