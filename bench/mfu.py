@@ -76,7 +76,7 @@ def build(preset: str, vocab: int, seq_len: int, caps):
     with torch.device(caps.device):
         model = AutoModelForCausalLM.from_config(hf_config(arch, vocab, 1, 2, 0), dtype=torch.float32)
     capabilities.apply(model, caps)
-    objective = CausalLMObjective(model, arch.router_aux_loss_coef if arch.arch == "moe" else 0.0,
+    objective = CausalLMObjective(model, None, arch.router_aux_loss_coef if arch.arch == "moe" else 0.0,
                                   arch.router_z_loss_coef if arch.arch == "moe" else 0.0)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, fused=caps.device == "cuda")
     return arch, objective, optimizer

@@ -10,7 +10,7 @@ Variants (each on a freshly built model, seeded the same):
                  around torch's multi-tensor AdamW: the trainer before it chose by ZeRO stage
   ds-bf16-fused  the same with torch's fused AdamW
   zero1-bf16     ZeRO-1 (flat-buffer master copy) with fused AdamW
-  ds             what the trainer builds now (``bf16_mode``, ``loop._optimizer``,
+  ds             what the trainer builds now (``bf16_mode``, ``loop.build_optimizer``,
                  ``loop.clip_and_norm``): for ZeRO-0 DeepSpeed's torch_autocast over fp32
                  weights with fused AdamW, clipped by the trainer with one fused norm
   ds+trainer     ``ds`` plus the trainer's per-step bookkeeping (gradient norm, loss readback,
@@ -104,7 +104,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     import deepspeed
 
     from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
-    from forge_ray.spec.sections import TrainSpec
+    from forge_ray.spec.sections import OptimSpec, TrainSpec
     from forge_ray.train import loop
     from forge_ray.train.capabilities import to_device
 
@@ -112,9 +112,9 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
 
     _, objective, _unused = build(args.preset, args.vocab, args.seq_len, caps)
     del _unused
-    optim = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+    optim = OptimSpec(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
     fused = caps.device == "cuda" if fused is None else fused
-    optimizer = loop._optimizer(objective, optim, offload=False, fused=fused)
+    optimizer = loop.build_optimizer(objective, optim, offload=False, fused=fused)
     train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=args.steps + args.warmup,
                       zero_stage=zero)
     own_clip = loop.clips_itself(zero, caps.device) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
@@ -134,7 +134,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
         norm = loop.clip_and_norm(engine, objective, 1.0, own_clip)
         engine.step()
         if bookkeeping:
-            loop._all_reduce([float(objective.stats.get("lm_loss", loss.detach())), float(norm)])
+            loop._all_reduce([float(objective.logged_loss(loss)), float(norm)])
         out = mark("optimizer_s")
         out["step_s"] = sum(out.values())
         return dict(out)

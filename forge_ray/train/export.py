@@ -18,20 +18,26 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from forge_ray.compat import deepspeed as deepspeed_compat
 from forge_ray.compat.transformers import model_from_config
 
+if TYPE_CHECKING:
+    from forge_ray.spec.stages import LoraSpec
+    from forge_ray.train.job import TrainJob
+
 HF_SUBDIR = "hf"
 _LORA = re.compile(r"^(?P<path>.+)\.lora_(?P<ab>[AB])\.[^.]+\.weight$")
 
 
-def hf_state_dict(state: dict[str, torch.Tensor], lora: dict | None) -> dict[str, torch.Tensor]:
-    """A training state dict (objective- and peft-wrapped names) → plain HF names, LoRA merged."""
+def hf_state_dict(state: dict[str, torch.Tensor], lora: LoraSpec | None) -> dict[str, torch.Tensor]:
+    """A training state dict (objective- and peft-wrapped names) → plain HF names, LoRA merged
+    (``lora``: the adapters' settings, None when the run trained all weights)."""
     state = {k.removeprefix("model."): v for k, v in state.items()}
-    if not (lora and lora.get("enabled")):
+    if lora is None:
         return state
     state = {k.removeprefix("base_model.model."): v for k, v in state.items()}
     factors: dict[str, dict[str, torch.Tensor]] = {}
@@ -42,7 +48,7 @@ def hf_state_dict(state: dict[str, torch.Tensor], lora: dict | None) -> dict[str
             factors.setdefault(m["path"], {})[m["ab"]] = value
         else:
             plain[key.replace(".base_layer.", ".")] = value
-    scaling = lora["alpha"] / lora["rank"]
+    scaling = lora.alpha / lora.rank
     for path, ab in factors.items():
         weight = plain[f"{path}.weight"]
         delta = (ab["B"].float() @ ab["A"].float()) * scaling
@@ -147,3 +153,69 @@ def export_checkpoint(storage, run_name: str, step: int | None = None, out: str 
             target = out
     return {"run": run_name, "step": step, "checkpoint": rel, "out": target}
 
+
+
+def base_model(model):
+    """The plain ``transformers`` model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def write_weights(engine, objective, job: TrainJob, rank: int, out: Path) -> dict | None:
+    """Rank 0 writes the HF directory of the current weights (LoRA merged) and returns them;
+    under ZeRO-3 every rank must call it (the weights are gathered first)."""
+    state = gather_state(engine, objective, job.spec.train.zero_stage == 3, rank)
+    if rank != 0:
+        return None
+    state = hf_state_dict(state, job.lora)
+    base = base_model(objective.model)
+    extra = None
+    if job.vlm is not None:
+        from forge_ray.vlm.model import processor_files
+
+        extra = processor_files(job.vlm)
+    write_hf_dir(state, base.config, job.tokenizer_dir, out, type(base), extra_files=extra)
+    return state
+
+
+def write_probe(model, job: TrainJob, run) -> None:
+    """Logits of the trained model on a fixed batch, so an export can be checked against it
+    (next-token logits of a language model; the scores of a reward model)."""
+    import numpy as np
+    import safetensors.torch
+
+    from forge_ray.data.stream import PackedStream
+
+    batch = next(iter(PackedStream(job.train_files, 0, 1, 2, seed=0, shuffle=False)))
+    input_ids = torch.as_tensor(np.asarray(batch["input_ids" if "input_ids" in batch else "chosen_ids"]),
+                                dtype=torch.long)
+    inputs = {"input_ids": input_ids}
+    if "pixel_values" in batch:  # a VLM: the same pixels the export will be given
+        size = model.config.vision_config.image_size
+        pixels = torch.as_tensor(np.asarray(batch["pixel_values"]), dtype=torch.float32)
+        inputs["pixel_values"] = pixels.view(-1, 3, size, size)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
+    run.write_bytes("export_probe.safetensors", safetensors.torch.save({**inputs, "logits": logits}))
+
+
+def export_run_model(engine, objective, job: TrainJob, rank: int) -> None:
+    """Write the run's ``model/`` (rank 0) and the probe logits of the training model on a
+    fixed batch (under ZeRO-3 the module holds only shards, so the probe runs on the
+    gathered weights instead)."""
+    from forge_ray.runs import Storage
+
+    if rank != 0:
+        write_weights(engine, objective, job, rank, Path())  # joins the ZeRO-3 gather; writes nothing
+        return
+    run = Storage(job.storage).run(job.run_name)
+    with run.local_dir("model") as out:
+        state = write_weights(engine, objective, job, rank, out)
+    probe_model = objective.model
+    if job.spec.train.zero_stage == 3:
+        base = base_model(objective.model)
+        probe_model = model_from_config(type(base), base.config, torch.float32)
+        probe_model.load_state_dict(state, strict=False)
+        probe_model.tie_weights()
+    write_probe(probe_model, job, run)

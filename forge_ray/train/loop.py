@@ -1,10 +1,11 @@
-"""The one step loop, run by every Ray Train worker for pre-training and SFT.
+"""The one step loop, run by every Ray Train worker for pre-training, SFT, DPO, reward
+models and vision-language models.
 
-It reads top to bottom: set up (threads, seed, model, optimizer, DeepSpeed engine, data
-stream), resume if a checkpoint exists, then step: micro-batches with gradient
-accumulation, metrics, validation, checkpoints; finally export (rank 0 writes an HF
-directory). Everything it needs arrives in ``job`` (plain data), so the same function runs
-on a laptop, a GPU box or a cluster.
+:class:`Trainer` reads top to bottom: set up (threads, seed, model, objective, optimizer,
+DeepSpeed engine, data stream), resume if a checkpoint exists, then step: micro-batches with
+gradient accumulation, metrics, validation, checkpoints; finally export (rank 0 writes an HF
+directory). Everything it needs arrives as one :class:`~forge_ray.train.job.TrainJob`, so the
+same code runs on a laptop, a GPU box or a cluster.
 """
 
 from __future__ import annotations
@@ -21,104 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forge_ray.compat.transformers import model_from_config
+from forge_ray.spec.sections import OptimSpec
 from forge_ray.train.capabilities import to_device
+from forge_ray.train.job import TrainJob
 
 log = logging.getLogger("forge_ray.train")
 
 
-def lr_lambda(optim: dict, max_steps: int):
-    """Warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr_ratio."""
-    warmup, floor = optim["warmup_steps"], optim["min_lr_ratio"]
-
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if optim["schedule"] == "constant":
-            return 1.0
-        if optim["schedule"] == "wsd":
-            decay_start = max_steps * (1 - optim["decay_fraction"])
-            if step < decay_start:
-                return 1.0
-            return floor + (1 - floor) * max(0.0, (max_steps - step) / max(max_steps - decay_start, 1))
-        progress = min(1.0, (step - warmup) / max(max_steps - warmup, 1))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
-
-
-def build_model(job: dict):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    if job.get("vlm"):  # image+text: a LLaVA-layout model around a language model
-        from forge_ray.vlm.model import build_vlm, freeze
-
-        model = build_vlm(job)
-        freeze(model, job["vlm"]["freeze"])
-    elif job["spec"]["kind"] == "reward_model":  # backbone + a freshly initialised scalar head
-        torch.manual_seed(job["seed"])
-        model = AutoModelForSequenceClassification.from_pretrained(
-            job["init_model_dir"], num_labels=1, pad_token_id=job["token_ids"]["pad_id"], use_safetensors=True,
-            trust_remote_code=False, dtype=torch.float32)
-    elif job.get("init_model_dir"):
-        model = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
-                                                     trust_remote_code=False, dtype=torch.float32)
-        if job.get("vocab_pieces"):  # domain tokens: rows from their old pieces (checkpoints hold the grown size)
-            from forge_ray.models.vocab import grow_embeddings
-
-            grow_embeddings(model, job["token_ids"]["vocab_size"], job["vocab_pieces"])
-    else:
-        from forge_ray.models.registry import Arch, hf_config
-
-        torch.manual_seed(job["seed"])
-        model = AutoModelForCausalLM.from_config(hf_config(Arch(**job["arch"]), **job["token_ids"]),
-                                                 dtype=torch.float32)
-    lora = job["spec"].get("lora") or {}
-    if lora.get("enabled"):
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"],
-                                                 lora_dropout=lora["dropout"], target_modules=lora["target_modules"]))
-    if job["spec"]["train"]["activation_checkpointing"]:
-        model.gradient_checkpointing_enable()
-    return model
-
-
-def build_objective(job: dict, model):
-    """What the step loop optimises, by stage kind; all share ``forward(**batch) → loss``,
-    ``batch_keys``, ``step_metrics`` and ``eval_sums``/``eval_metrics``."""
-    kind, pad_id = job["spec"]["kind"], job["token_ids"]["pad_id"]
-    if kind == "dpo":
-        from transformers import AutoModelForCausalLM
-
-        from forge_ray.train.preference import DPOObjective
-
-        reference = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
-                                                         trust_remote_code=False, dtype=torch.float32)
-        spec = job["spec"]
-        return DPOObjective(model, reference, pad_id, spec["beta"], spec["loss"], spec["label_smoothing"],
-                            spec["sft_coef"])
-    if kind == "reward_model":
-        from forge_ray.train.preference import RewardObjective
-
-        return RewardObjective(model, pad_id)
-    if job.get("vlm"):
-        from forge_ray.vlm.objective import VLMObjective
-
-        return VLMObjective(model)
-    from forge_ray.train.objectives import CausalLMObjective
-
-    arch = job.get("arch") or {}
-    return CausalLMObjective(model, arch.get("router_aux_loss_coef", 0.0), arch.get("router_z_loss_coef", 0.0))
-
-
-def _optimizer(model, optim: dict, offload: bool, fused: bool = False):
+def build_optimizer(model, optim: OptimSpec, offload: bool, fused: bool = False):
     """AdamW with decay on matrices only; ``fused`` (one kernel for all parameters) on CUDA."""
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [g for g in ({"params": decay, "weight_decay": optim["weight_decay"]},
+    groups = [g for g in ({"params": decay, "weight_decay": optim.weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]  # LoRA: no 1-D params
-    kwargs = dict(lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]), eps=optim["eps"])
+    kwargs = dict(lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
     if offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -200,200 +117,179 @@ def evaluate(engine, objective, files: list[str], rank: int, world: int, batch_s
     return objective.eval_metrics(_all_reduce(totals)) if totals else {}
 
 
-def train_loop_per_worker(job: dict) -> None:
-    import deepspeed
-    import ray.train
-    from transformers import AutoTokenizer
+class Trainer:
+    """One worker's training run: :meth:`setup` builds everything, :meth:`resume` restores the
+    newest checkpoint, then each :meth:`train_step` is followed by :meth:`maybe_eval` and
+    :meth:`maybe_checkpoint`; :meth:`fit` is that sequence, ending with the export."""
 
-    from forge_ray.data.stream import PackedStream
-    from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
-    from forge_ray.runs import Storage
-    from forge_ray.spec.sections import TrainSpec
-    from forge_ray.train import capabilities
-    from forge_ray.train import checkpoint as ckpt
-    from forge_ray.train.export import HF_SUBDIR
-    from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
-    from forge_ray.train.objectives import token_bytes
+    def __init__(self, job: TrainJob):
+        import ray.train
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    train, optim = job["spec"]["train"], job["spec"]["optim"]
-    torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
-    torch.manual_seed(job["seed"])
-    np.random.seed(job["seed"] + rank)
+        self.job, self.train, self.optim = job, job.spec.train, job.spec.optim
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.step = 0
+        self.resumed_from: str | None = None
 
-    # ---- capabilities (bf16, attention kernel, compile, pinned copies): this worker's device decides
-    caps = capabilities.detect(train["precision"], train.get("attention", "auto"), train.get("compile", False))
+    # ---- set-up: this worker's device decides the capabilities (bf16, kernel, compile, pinning)
+    def setup(self) -> None:
+        import deepspeed
+        from transformers import AutoTokenizer
 
-    # ---- model, optimizer, engine
-    model = build_model(job)
-    objective = build_objective(job, model)
-    from forge_ray.train.objectives import CausalLMObjective
+        from forge_ray.data.stream import PackedStream
+        from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
+        from forge_ray.runs import Storage
+        from forge_ray.train import capabilities
+        from forge_ray.train.build import build_model, build_objective, lr_lambda
+        from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
+        from forge_ray.train.objectives import token_bytes
 
-    if isinstance(objective, CausalLMObjective):  # the objective that builds its mask per kernel
-        capabilities.apply(model, caps)
-    offload = train["offload"] != "none" and train["zero_stage"] >= 1
-    optimizer = _optimizer(objective, optim, offload, fused=caps.device == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train["max_steps"]))
-    mode = bf16_mode(train["zero_stage"]) if caps.precision == "bf16" else None
-    own_clip = clips_itself(train["zero_stage"], caps.device)
-    ds_config = build_ds_config(TrainSpec(**train), world, 0.0 if own_clip else optim["grad_clip"], caps.precision,
-                                mode or "deepspeed")
-    engine, optimizer, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer,
-                                                           lr_scheduler=scheduler, config=ds_config,
-                                                           dist_init_required=False)
-    stream = PackedStream(job["train_files"], rank, world, train["micro_batch_size"], seed=job["seed"])
-    objective.byte_table = token_bytes(AutoTokenizer.from_pretrained(job["tokenizer_dir"]))
+        job, train, optim = self.job, self.train, self.optim
+        torch.set_num_threads(max(1, int(job.spec.resources.cpus_per_worker)))
+        torch.manual_seed(job.seed)
+        np.random.seed(job.seed + self.rank)
+        self.caps = caps = capabilities.detect(train.precision, train.attention, train.compile)
+        model = build_model(job)
+        self.objective = build_objective(job, model, token_bytes(AutoTokenizer.from_pretrained(job.tokenizer_dir)))
+        if self.objective.any_attention_kernel:
+            capabilities.apply(model, caps)
+        offload = train.offload != "none" and train.zero_stage >= 1
+        optimizer = build_optimizer(self.objective, optim, offload, fused=caps.device == "cuda")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train.max_steps))
+        self.bf16_mode = bf16_mode(train.zero_stage) if caps.precision == "bf16" else None
+        self.own_clip = clips_itself(train.zero_stage, caps.device)
+        ds_config = build_ds_config(train, self.world, 0.0 if self.own_clip else optim.grad_clip, caps.precision,
+                                    self.bf16_mode or "deepspeed")
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=self.objective, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+            dist_init_required=False)
+        self.stream = PackedStream(job.train_files, self.rank, self.world, train.micro_batch_size, seed=job.seed)
+        self.run = Storage(job.storage).run(job.run_name) if self.rank == 0 else None
+        if self.run:
+            self.run.update(capabilities={**caps.to_json(), "bf16_mode": self.bf16_mode}, precision=caps.precision)
+        tensorboard = Path(self.run.path) / "tensorboard" if self.run and self.run.storage.is_local else None
+        self.writer = MetricsWriter(self.run, tensorboard) if self.run else None
+        self.peak = measured_peak_flops(caps.dtype, caps.device, size=8192 if caps.device == "cuda" else 1024)
+        self.tokens_per_step = (train.micro_batch_size * train.grad_accum * train.seq_len * self.world
+                                * self.objective.sequences_per_row)
 
     # ---- resume: a re-run after a driver crash, or a worker group Ray Train restarted. The run's
     # own newest whole checkpoint comes first: when a node dies, Ray Train may not have
     # registered the checkpoint its workers had just written, and would restart from step 0.
-    step, state = 0, None
-    agreed = _agreed_checkpoint(job.get("train_dir"), rank, world)
-    if agreed:
-        state = ckpt.load(engine, Path(agreed), rank)
-    elif (restored := ray.train.get_checkpoint()) is not None:
-        with restored.as_directory() as d:
-            state = ckpt.load(engine, Path(d), rank)
-    if state is not None:
-        step = state["step"]
-        stream.load_state_dict(state["stream"])
-        log.info("rank %d resumed at step %d", rank, step)
+    def resume(self) -> None:
+        import ray.train
 
-    run = Storage(job["storage"]).run(job["run_name"]) if rank == 0 else None
-    if run:
-        run.update(capabilities={**caps.to_json(), "bf16_mode": mode}, precision=caps.precision)
-    if run and state is not None:  # the run's own record of every (re)start of its worker group
-        run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker group of "
-                                   f"{world} resumed at step {step} from {agreed or 'the checkpoint Ray Train kept'}")
-    writer = MetricsWriter(run, Path(run.path) / "tensorboard" if run.storage.is_local else None) if run else None
-    peak = measured_peak_flops(caps.dtype, caps.device, size=8192 if caps.device == "cuda" else 1024)
-    tokens_per_step = (train["micro_batch_size"] * train["grad_accum"] * train["seq_len"] * world
-                       * getattr(objective, "sequences_per_row", 1))
-    it = iter(stream)
-    final: dict = {}
-    if step == 0 and job["val_files"] and train["eval_every"]:  # the baseline every later figure is read against
-        start = evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
-                         train["eval_batches"], caps.pin_memory)
-        if writer and start:
-            writer.log(0, start)
+        from forge_ray.train import checkpoint as ckpt
 
-    # ---- the step loop
-    while step < train["max_steps"]:
+        state = None
+        agreed = _agreed_checkpoint(self.job.train_dir, self.rank, self.world)
+        if agreed:
+            state = ckpt.load(self.engine, Path(agreed), self.rank)
+        elif (restored := ray.train.get_checkpoint()) is not None:
+            with restored.as_directory() as d:
+                state = ckpt.load(self.engine, Path(d), self.rank)
+        if state is None:
+            return
+        self.step = state["step"]
+        self.stream.load_state_dict(state["stream"])
+        self.resumed_from = agreed or "the checkpoint Ray Train kept"
+        log.info("rank %d resumed at step %d", self.rank, self.step)
+        if self.run:  # the run's own record of every (re)start of its worker group
+            self.run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker "
+                                            f"group of {self.world} resumed at step {self.step} from {self.resumed_from}")
+
+    def evaluate(self) -> dict:
+        return evaluate(self.engine, self.objective, self.job.val_files, self.rank, self.world,
+                        self.train.micro_batch_size, self.train.eval_batches, self.caps.pin_memory)
+
+    def train_step(self, batches) -> dict:
+        """One optimizer step over ``grad_accum`` micro-batches; the step's metrics (every rank
+        computes the same figures: losses and the objective's own are averaged over ranks)."""
+        engine, objective, world = self.engine, self.objective, self.world
         t0 = time.perf_counter()
-        wait = 0.0
-        losses = []
-        for _ in range(train["grad_accum"]):
+        wait, losses, grad_norm = 0.0, [], None
+        for _ in range(self.train.grad_accum):
             t_data = time.perf_counter()
-            batch = to_device(next(it), objective.batch_keys, engine.device, caps.pin_memory)
+            batch = to_device(next(batches), objective.batch_keys, engine.device, self.caps.pin_memory)
             wait += time.perf_counter() - t_data
             loss = engine(**batch)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary():
-                grad_norm = clip_and_norm(engine, objective, optim["grad_clip"], own_clip)
+                grad_norm = clip_and_norm(engine, objective, self.optim.grad_clip, self.own_clip)
             engine.step()
-            losses.append(float(objective.stats.get("lm_loss", loss.detach())))
-        step += 1
-        _maybe_fail(job, step, rank)
+            losses.append(objective.logged_loss(loss))
+        self.step += 1
+        _maybe_fail(self.job, self.step, self.rank)
         elapsed = time.perf_counter() - t0
-        (loss_sum,) = _all_reduce([sum(losses) / len(losses)])
-        metrics = {"loss": loss_sum / world, "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": tokens_per_step / elapsed, "data_wait_frac": wait / elapsed}
+        (loss_sum,) = _all_reduce([float(sum(losses)) / len(losses)])
+        metrics = {"loss": loss_sum / world, "lr": self.scheduler.get_last_lr()[0],
+                   "tokens_per_s": self.tokens_per_step / elapsed, "data_wait_frac": wait / elapsed}
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
-        metrics["mfu"] = metrics["tokens_per_s"] * job["flops_per_token"] / (peak * world)
-        # the objective's own figures (MoE load, DPO rewards, …) from the last micro-batch, averaged over ranks
+        metrics["mfu"] = metrics["tokens_per_s"] * self.job.flops_per_token / (self.peak * world)
+        # the objective's own figures (MoE load, DPO rewards, …) from the last micro-batch
         metrics.update(objective.step_metrics(lambda values: [v / world for v in _all_reduce(values)]))
         if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"loss is {metrics['loss']} at step {step}: lower optim.lr or check the data "
-                                     "(see metrics.jsonl for the steps before)")
-        last = step == train["max_steps"]
-        if job["val_files"] and train["eval_every"] and (step % train["eval_every"] == 0 or last):
-            metrics.update(evaluate(engine, objective, job["val_files"], rank, world, train["micro_batch_size"],
-                                    train["eval_batches"], caps.pin_memory))
-        if writer and (step % train["log_every"] == 0 or last or "val_loss" in metrics):
-            writer.log(step, metrics)
-        final = metrics
-        if last or (train["checkpoint_every"] and step % train["checkpoint_every"] == 0):
+            raise FloatingPointError(f"loss is {metrics['loss']} at step {self.step}: lower optim.lr or check the "
+                                     "data (see metrics.jsonl for the steps before)")
+        return metrics
+
+    def maybe_eval(self, metrics: dict) -> None:
+        """Validation every ``eval_every`` steps and at the end, into ``metrics``."""
+        every = self.train.eval_every
+        if self.job.val_files and every and (self.step % every == 0 or self.step == self.train.max_steps):
+            metrics.update(self.evaluate())
+
+    def maybe_checkpoint(self, metrics: dict) -> None:
+        """A sealed checkpoint (with its HF directory) every ``checkpoint_every`` steps and at the
+        end, reported to Ray Train; a validation without one is still reported (a sweep's
+        scheduler decides on it)."""
+        import ray.train
+
+        from forge_ray.train import checkpoint as ckpt
+        from forge_ray.train.export import HF_SUBDIR, write_weights
+
+        every, last = self.train.checkpoint_every, self.step == self.train.max_steps
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": self.step}
+        if last or (every and self.step % every == 0):
             with tempfile.TemporaryDirectory(prefix="forge-ckpt-") as d:
-                _write_hf(engine, objective, job, rank, Path(d) / HF_SUBDIR)  # `forge export` reads it
-                ckpt.save(engine, Path(d), rank, step, stream.state_dict(), world=world)
-                ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step},
-                                 checkpoint=ray.train.Checkpoint.from_directory(d))
-        elif "val_loss" in metrics:  # a validation without a checkpoint: still news for a sweep's scheduler
-            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step})
-    if writer:
-        writer.close()
-    export(engine, objective, job, rank, final)
+                write_weights(self.engine, self.objective, self.job, self.rank, Path(d) / HF_SUBDIR)  # `forge export`
+                ckpt.save(self.engine, Path(d), self.rank, self.step, self.stream.state_dict(), world=self.world)
+                ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(d))
+        elif "val_loss" in metrics:
+            ray.train.report(numbers)
+
+    def log(self, metrics: dict) -> None:
+        last = self.step == self.train.max_steps
+        if self.writer and (self.step % self.train.log_every == 0 or last or "val_loss" in metrics):
+            self.writer.log(self.step, metrics)
+
+    def fit(self) -> None:
+        from forge_ray.train.export import export_run_model
+
+        self.setup()
+        self.resume()
+        if self.step == 0 and self.job.val_files and self.train.eval_every:  # the baseline later figures are read against
+            start = self.evaluate()
+            if self.writer and start:
+                self.writer.log(0, start)
+        batches = iter(self.stream)
+        while self.step < self.train.max_steps:
+            metrics = self.train_step(batches)
+            self.maybe_eval(metrics)
+            self.log(metrics)
+            self.maybe_checkpoint(metrics)
+        if self.writer:
+            self.writer.close()
+        export_run_model(self.engine, self.objective, self.job, self.rank)
 
 
-def _maybe_fail(job: dict, step: int, rank: int) -> None:
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point on every worker: ``config["job"]`` is the stage's :class:`TrainJob`."""
+    Trainer(config["job"]).fit()
+
+
+def _maybe_fail(job: TrainJob, step: int, rank: int) -> None:
     """Fault injection for recovery tests (:mod:`forge_ray.faults`): one worker SIGKILLs itself once."""
-    fault = job.get("fault")
-    if fault is not None and fault.due("train_step", step, rank):
+    if job.fault is not None and job.fault.due("train_step", step, rank):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_hf(engine, objective, job: dict, rank: int, out: Path) -> dict | None:
-    """Rank 0 writes the HF directory of the current weights (LoRA merged); returns them."""
-    from forge_ray.train.export import gather_state, hf_state_dict, write_hf_dir
-
-    state = gather_state(engine, objective, job["spec"]["train"]["zero_stage"] == 3, rank)
-    if rank != 0:
-        return None
-    state = hf_state_dict(state, job["spec"].get("lora"))
-    base = _base_model(objective.model)
-    extra = None
-    if job.get("vlm"):
-        from forge_ray.vlm.model import processor_files
-
-        extra = processor_files(job["vlm"])
-    write_hf_dir(state, base.config, job["tokenizer_dir"], out, type(base), extra_files=extra)
-    return state
-
-
-def _base_model(model):
-    """The plain ``transformers`` model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _write_probe(model, job: dict, run) -> None:
-    """Logits of the trained model on a fixed batch, so an export can be checked against it
-    (next-token logits of a language model; the scores of a reward model)."""
-    import safetensors.torch
-
-    from forge_ray.data.stream import PackedStream
-
-    batch = next(iter(PackedStream(job["train_files"], 0, 1, 2, seed=0, shuffle=False)))
-    input_ids = torch.as_tensor(np.asarray(batch["input_ids" if "input_ids" in batch else "chosen_ids"]),
-                                dtype=torch.long)
-    inputs = {"input_ids": input_ids}
-    if "pixel_values" in batch:  # a VLM: the same pixels the export will be given
-        size = model.config.vision_config.image_size
-        inputs["pixel_values"] = torch.as_tensor(np.asarray(batch["pixel_values"]), dtype=torch.float32).view(-1, 3, size, size)
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
-    run.write_bytes("export_probe.safetensors", safetensors.torch.save({**inputs, "logits": logits}))
-
-
-def export(engine, objective, job: dict, rank: int, final_metrics: dict) -> None:
-    """Write the run's ``model/`` (rank 0) and the probe logits of the training model on a
-    fixed batch (under ZeRO-3 the module holds only shards, so the probe runs on the
-    gathered weights instead)."""
-    from forge_ray.runs import Storage
-
-    if rank != 0:
-        _write_hf(engine, objective, job, rank, Path())  # joins the ZeRO-3 gather; writes nothing
-        return
-    run = Storage(job["storage"]).run(job["run_name"])
-    with run.local_dir("model") as out:
-        state = _write_hf(engine, objective, job, rank, out)
-    probe_model = objective.model
-    if job["spec"]["train"]["zero_stage"] == 3:
-        base = _base_model(objective.model)
-        probe_model = model_from_config(type(base), base.config, torch.float32)
-        probe_model.load_state_dict(state, strict=False)
-        probe_model.tie_weights()
-    _write_probe(probe_model, job, run)

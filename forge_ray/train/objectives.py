@@ -11,10 +11,37 @@ only. The wrapped model stays a plain HF model, so export is ``save_pretrained``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class Objective(Protocol):
+    """What the step loop needs of an objective (an ``nn.Module`` DeepSpeed runs whole):
+    ``forward(**batch)`` returns the loss and leaves this step's statistics in ``stats``."""
+
+    model: nn.Module
+    stats: dict
+    batch_keys: tuple[str, ...]  # the dataset columns ``forward`` takes
+    sequences_per_row: int  # sequences in one row (2 for preference pairs): for tokens/s
+    any_attention_kernel: bool  # forward builds its own masks, so the device may pick the kernel
+
+    def __call__(self, **batch: torch.Tensor) -> torch.Tensor: ...
+
+    def logged_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss figure to log for this micro-batch (without auxiliary terms)."""
+
+    def step_metrics(self, all_reduce_mean: Callable[[list[float]], list[float]]) -> dict:
+        """Extra per-step figures from the last micro-batch, averaged over ranks."""
+
+    def eval_sums(self, batch: dict) -> list[float]:
+        """Sums over one validation batch (after ``forward``), to be added over batches and ranks."""
+
+    def eval_metrics(self, sums: list[float]) -> dict:
+        """Validation metrics (``val_*``) from the summed ``eval_sums``."""
 
 
 def document_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -78,7 +105,8 @@ def expert_load(router_logits: list[torch.Tensor], top_k: int, valid: torch.Tens
 class CausalLMObjective(nn.Module):
     """Forward a packed batch, return the loss; keeps per-step statistics in ``self.stats``."""
 
-    def __init__(self, model: nn.Module, aux_coef: float = 0.0, z_coef: float = 0.0):
+    def __init__(self, model: nn.Module, byte_table: torch.Tensor | None = None, aux_coef: float = 0.0,
+                 z_coef: float = 0.0):
         super().__init__()
         self.model = model
         config = model.config
@@ -86,9 +114,14 @@ class CausalLMObjective(nn.Module):
         self.top_k = getattr(config, "num_experts_per_tok", 0)
         self.aux_coef, self.z_coef = aux_coef, z_coef
         self.stats: dict = {}
-        self.byte_table: torch.Tensor | None = None  # token → UTF-8 bytes, for validation bits-per-byte
+        self.byte_table = byte_table  # token → UTF-8 bytes, for validation bits-per-byte
 
     batch_keys = ("input_ids", "segment_ids", "position_ids", "loss_mask")
+    sequences_per_row = 1
+    any_attention_kernel = True
+
+    def logged_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.stats.get("lm_loss", loss.detach())  # without the MoE terms
 
     def logits(self, input_ids, segment_ids, position_ids, **inputs):
         return causal_logits(self.model, input_ids, segment_ids, position_ids, self.is_moe)

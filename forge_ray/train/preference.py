@@ -73,6 +73,10 @@ def _both_sides(batch: dict, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, t
 class _PairObjective(nn.Module):
     batch_keys = ("chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")
     sequences_per_row = 2  # chosen and rejected: for tokens/s
+    any_attention_kernel = False  # the reward head's forward takes HF's own padding mask
+
+    def logged_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss.detach()
 
     def __init__(self, model: nn.Module, pad_id: int):
         super().__init__()

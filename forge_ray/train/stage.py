@@ -17,13 +17,13 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 from forge_ray import faults
 from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, _TrainingStage
+from forge_ray.train.job import TokenIds, TrainJob, storage_root
 
 log = logging.getLogger("forge_ray.train")
 
@@ -31,7 +31,6 @@ log = logging.getLogger("forge_ray.train")
 def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
     from forge_ray.data.stream import dataset_files
     from forge_ray.models import registry
-    from forge_ray.spec import spec_to_dict
     from forge_ray.train.preflight import check_fits, require_placement
 
     ctx.ensure_ray()
@@ -63,17 +62,10 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
                                 bytes_per_act=2 if gpu and spec.train.precision != "fp32" else 4,
                                 frozen_copies=int(spec.kind == "dpo"), fused_attention=gpu)
         check_fits(est, spec)
-        job = {
-            "spec": spec_to_dict(spec), "storage": ctx.storage.uri if "://" in ctx.storage.uri else ctx.storage.base, "run_name": spec.name, "seed": spec.seed,
-            "train_files": train_files, "val_files": val_files, "tokenizer_dir": str(tok_dir),
-            "init_model_dir": init_dir, "arch": asdict(arch),
-            "token_ids": {"vocab_size": len(tokenizer), "bos_id": tokenizer.bos_token_id,
-                          "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
-            "cpus_per_worker": spec.resources.cpus_per_worker,
-            "flops_per_token": est.flops_per_token, "train_dir": _train_dir_for_resume(run),
-            "vocab_pieces": pieces,
-            "fault": faults.planned(),
-        }
+        job = TrainJob(spec=spec, storage=storage_root(ctx), train_files=train_files, val_files=val_files,
+                       tokenizer_dir=str(tok_dir), token_ids=TokenIds.of(tokenizer), arch=arch,
+                       flops_per_token=est.flops_per_token, init_model_dir=init_dir,
+                       train_dir=_train_dir_for_resume(run), vocab_pieces=pieces, fault=faults.planned())
         run.update(estimate=est.to_json())  # precision: each worker records what its device chose
         with _progress(run, spec.train.max_steps, ctx):
             _fit(job, spec, run)
@@ -204,7 +196,7 @@ def _progress(run: RunDir, max_steps: int, ctx: Context):
         bar.close()
 
 
-def _fit(job: dict, spec: _TrainingStage, run: RunDir) -> None:
+def _fit(job: TrainJob, spec: _TrainingStage, run: RunDir) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -215,7 +207,7 @@ def _fit(job: dict, spec: _TrainingStage, run: RunDir) -> None:
     if res.memory_per_worker_gb:
         per_worker["memory"] = res.memory_per_worker_gb * 1024**3
     trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=job,
+        train_loop_per_worker, train_loop_config={"job": job},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name="train", storage_path=run.path,

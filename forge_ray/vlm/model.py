@@ -15,9 +15,14 @@ that ``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor`` loa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from forge_ray.vlm.presets import IMAGE_TOKEN, VISION_PRESETS, VisionArch  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from forge_ray.train.job import TrainJob, VisionInputs
 
 
 def llava_config(vision: VisionArch, text_config, image_token_id: int):
@@ -33,28 +38,27 @@ def llava_config(vision: VisionArch, text_config, image_token_id: int):
                        tie_word_embeddings=getattr(text_config, "tie_word_embeddings", False))
 
 
-def build_vlm(job: dict):
+def build_vlm(job: TrainJob):
     """The model a ``vlm`` stage trains: an earlier VLM run, or a new one around a language
     model (an earlier run's, or a fresh registry preset)."""
     from transformers import AutoModelForCausalLM, LlavaForConditionalGeneration
 
-    vlm = job["vlm"]
-    torch.manual_seed(job["seed"])
-    if vlm.get("init_vlm_dir"):
-        return LlavaForConditionalGeneration.from_pretrained(vlm["init_vlm_dir"], use_safetensors=True,
+    vlm = job.vlm
+    torch.manual_seed(job.seed)
+    if vlm.init_vlm_dir:
+        return LlavaForConditionalGeneration.from_pretrained(vlm.init_vlm_dir, use_safetensors=True,
                                                              trust_remote_code=False, dtype=torch.float32)
-    vocab = job["token_ids"]["vocab_size"]
-    if job.get("init_model_dir"):
-        lm = AutoModelForCausalLM.from_pretrained(job["init_model_dir"], use_safetensors=True,
+    vocab = job.token_ids.vocab_size
+    if job.init_model_dir:
+        lm = AutoModelForCausalLM.from_pretrained(job.init_model_dir, use_safetensors=True,
                                                   trust_remote_code=False, dtype=torch.float32)
         grow_vocab(lm, vocab)
         text_config = lm.config
     else:
-        from forge_ray.models.registry import Arch, hf_config
+        from forge_ray.models.registry import hf_config
 
-        lm, text_config = None, hf_config(Arch(**job["arch"]), **job["token_ids"])
-    model = LlavaForConditionalGeneration(llava_config(VisionArch(**vlm["vision"]), text_config,
-                                                       vlm["image_token_id"])).float()
+        lm, text_config = None, hf_config(job.arch, **job.token_ids.as_kwargs())
+    model = LlavaForConditionalGeneration(llava_config(vlm.vision, text_config, vlm.image_token_id)).float()
     if lm is not None:
         model.model.language_model.load_state_dict(lm.model.state_dict())
         model.lm_head.load_state_dict(lm.lm_head.state_dict())
@@ -88,10 +92,10 @@ def image_processor_config(vision: VisionArch) -> dict:
             "image_mean": [MEAN] * 3, "image_std": [STD] * 3, "do_convert_rgb": True}
 
 
-def processor_files(vlm: dict) -> dict[str, dict]:
+def processor_files(vlm: VisionInputs) -> dict[str, dict]:
     """The export's ``preprocessor_config.json`` and ``processor_config.json``: with them
     ``AutoProcessor`` turns an image and a prompt into exactly what the model was trained on."""
-    vision = VisionArch(**vlm["vision"])
+    vision = vlm.vision
     return {"preprocessor_config.json": image_processor_config(vision),
             "processor_config.json": {"processor_class": "LlavaProcessor", "patch_size": vision.patch_size,
                                       "vision_feature_select_strategy": "full", "image_token": IMAGE_TOKEN,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from forge_ray.runner import Context, StageResult, input_dir
@@ -27,7 +26,7 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
     from transformers import AutoConfig, AutoTokenizer
 
     from forge_ray.models import registry
-    from forge_ray.spec import spec_to_dict
+    from forge_ray.train.job import TokenIds, TrainJob, VisionInputs, storage_root
     from forge_ray.train.stage import _fit, _progress, _summary, _train_dir_for_resume
     from forge_ray.vlm.data import prepare
 
@@ -57,20 +56,15 @@ def run(spec: VLMStage, run: RunDir, ctx: Context) -> StageResult:
         est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size,
                                 spec.resources.num_workers, spec.train.activation_checkpointing)
         data_path = Path(run.file("data"))
-        job = {
-            "spec": spec_to_dict(spec), "storage": ctx.storage.uri if "://" in ctx.storage.uri else ctx.storage.base,
-            "run_name": spec.name, "seed": spec.seed,
-            "train_files": sorted(str(p) for p in (data_path / "train").glob("*.parquet")),
-            "val_files": sorted(str(p) for p in (data_path / "val").glob("*.parquet")),
-            "tokenizer_dir": tok_dir, "init_model_dir": lm_dir, "arch": asdict(arch),
-            "token_ids": {"vocab_size": len(tokenizer), "bos_id": tokenizer.bos_token_id,
-                          "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id},
-            "vlm": {"vision": asdict(vision), "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                    "freeze": list(spec.freeze), "init_vlm_dir": vlm_dir},
-            "cpus_per_worker": spec.resources.cpus_per_worker,
-            "flops_per_token": est.flops_per_token,  # the language model's share
-            "train_dir": _train_dir_for_resume(run), "fault": None,
-        }
+        job = TrainJob(
+            spec=spec, storage=storage_root(ctx),
+            train_files=sorted(str(p) for p in (data_path / "train").glob("*.parquet")),
+            val_files=sorted(str(p) for p in (data_path / "val").glob("*.parquet")),
+            tokenizer_dir=tok_dir, token_ids=TokenIds.of(tokenizer), arch=arch,
+            flops_per_token=est.flops_per_token,  # the language model's share
+            init_model_dir=lm_dir, train_dir=_train_dir_for_resume(run),
+            vlm=VisionInputs(vision=vision, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                             freeze=tuple(spec.freeze), init_vlm_dir=vlm_dir))
         with _progress(run, spec.train.max_steps, ctx):
             _fit(job, spec, run)
     metrics = _summary(run.metrics(), est)  # the language model's parameter counts

@@ -41,13 +41,14 @@ def test_a_row_too_short_for_any_text_is_refused():
 def test_decoded_demo_batch_trains_a_tiny_llava(tmp_path):
     """Pillow-decoded demo images and chat-formatted questions through the model and the
     objective: a finite loss, gradients reaching the vision tower through the projector."""
-    from dataclasses import asdict
+    from types import SimpleNamespace
 
     import torch
 
     from forge_ray.demo.images import write_demo_images
     from forge_ray.models.registry import resolve
     from forge_ray.spec.sections import ModelSpec
+    from forge_ray.train.job import TokenIds, TrainJob, VisionInputs
     from forge_ray.vlm.data import EncodeBatch
     from forge_ray.vlm.model import IMAGE_TOKEN, VISION_PRESETS, build_vlm
     from forge_ray.vlm.objective import VLMObjective
@@ -59,10 +60,9 @@ def test_decoded_demo_batch_trains_a_tiny_llava(tmp_path):
     batch = enc({"image": np.array([r["image"] for r in rows]), "question": np.array([r["question"] for r in rows]),
                  "answer": np.array([r["answer"] for r in rows]), "_root": np.array([str(tmp_path / "vlm")] * 6)})
     assert len(batch["input_ids"]) == 6 and batch["pixel_values"][0].shape == (3 * 32 * 32,)
-    job = {"seed": 0, "token_ids": {"vocab_size": len(tok), "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id,
-                                    "pad_id": tok.pad_token_id},
-           "arch": asdict(resolve(ModelSpec(preset="tiny"))),
-           "vlm": {"vision": asdict(VISION_PRESETS["tiny"]), "image_token_id": tok.convert_tokens_to_ids(IMAGE_TOKEN)}}
+    job = TrainJob(spec=SimpleNamespace(seed=0, name="vlm"), storage=str(tmp_path), train_files=[], val_files=[],
+                   tokenizer_dir=str(tmp_path / "tok"), token_ids=TokenIds.of(tok), arch=resolve(ModelSpec(preset="tiny")),
+                   flops_per_token=0.0, vlm=VisionInputs(VISION_PRESETS["tiny"], tok.convert_tokens_to_ids(IMAGE_TOKEN)))
     objective = VLMObjective(build_vlm(job))
     tensors = {k: torch.as_tensor(np.stack(batch[k]), dtype=torch.float32 if k == "pixel_values" else torch.long)
                for k in objective.batch_keys}

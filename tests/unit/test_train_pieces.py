@@ -1,0 +1,99 @@
+"""The step loop's pieces on their own, each against what it must compute: the learning-rate
+schedule, the packed-document masks, the MoE auxiliary losses and the DeepSpeed config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
+from forge_ray.spec.sections import OptimSpec, TrainSpec
+from forge_ray.train.build import lr_lambda
+from forge_ray.train.objectives import (
+    document_causal_mask,
+    load_balancing_loss,
+    router_z_loss,
+    target_mask,
+)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_the_floor():
+    f = lr_lambda(OptimSpec(warmup_steps=10, min_lr_ratio=0.1, schedule="cosine"), max_steps=110)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay: the cosine's midpoint
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)  # the floor, also past the end
+    decay = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_in_its_last_fraction():
+    f = lr_lambda(OptimSpec(warmup_steps=0, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2), max_steps=100)
+    assert f(0) == f(50) == f(80) == 1.0
+    assert f(90) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_constant_schedule_after_warmup():
+    f = lr_lambda(OptimSpec(warmup_steps=2, schedule="constant"), max_steps=10)
+    assert [f(s) for s in range(5)] == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_document_mask_confines_attention_to_earlier_tokens_of_the_same_document():
+    seg = torch.tensor([[1, 1, 2, 2, 2, 0]])  # two packed documents, then padding
+    allowed = document_causal_mask(seg, torch.float32)[0, 0] == 0
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],  # document 2's first token sees only itself
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],  # padding sees itself only: its softmax row is not empty (no NaN)
+    ], dtype=torch.bool)
+    assert torch.equal(allowed, expected)
+    assert document_causal_mask(seg, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_target_mask_never_predicts_across_documents_or_into_padding():
+    seg = torch.tensor([[1, 1, 1, 2, 2, 0]])
+    loss_mask = torch.tensor([[0, 0, 1, 1, 1, 1]])  # e.g. SFT: only the answer tokens count
+    # prediction t targets token t+1: 1→1 (masked out by loss_mask), 1→1 ok, 1→2 crosses, 2→2 ok, 2→pad
+    assert target_mask(loss_mask, seg).tolist() == [[False, True, False, True, False]]
+
+
+def test_load_balancing_loss_is_one_when_balanced_and_grows_with_collapse():
+    experts, top_k = 4, 1
+    balanced = torch.eye(experts).repeat(8, 1) * 5  # every expert gets the same share, confidently
+    collapsed = torch.zeros(32, experts)
+    collapsed[:, 0] = 5  # every token to expert 0
+    valid = torch.ones(32, dtype=torch.bool)
+    assert float(load_balancing_loss([balanced], top_k, valid)) == pytest.approx(1.0, abs=0.05)
+    assert float(load_balancing_loss([collapsed], top_k, valid)) > 3.0
+
+
+def test_moe_losses_ignore_padding_tokens():
+    logits = torch.randn(6, 4)
+    valid = torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.bool)
+    poisoned = logits.clone()
+    poisoned[~valid] = 1e4  # what padding would contribute if it were counted
+    assert torch.allclose(load_balancing_loss([logits], 2, valid), load_balancing_loss([poisoned], 2, valid))
+    assert torch.allclose(router_z_loss([logits], valid), router_z_loss([poisoned], valid))
+    expected = torch.logsumexp(logits[:3], -1).pow(2).mean()
+    assert float(router_z_loss([logits], valid)) == pytest.approx(float(expected))
+
+
+def test_ds_config_batch_arithmetic_and_zero_sections():
+    train = TrainSpec(micro_batch_size=4, grad_accum=3, zero_stage=2, offload="optimizer")
+    config = build_ds_config(train, world_size=8, grad_clip=1.0, precision="fp32")
+    assert config["train_batch_size"] == 4 * 3 * 8 and config["gradient_accumulation_steps"] == 3
+    assert config["zero_optimization"] == {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
+    assert "bf16" not in config and "torch_autocast" not in config and config["gradient_clipping"] == 1.0
+    z3 = build_ds_config(TrainSpec(zero_stage=3, offload="all"), 2, 0.0, "bf16")
+    assert z3["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert z3["bf16"] == {"enabled": True} and z3["gradient_clipping"] == 0.0
+
+
+def test_bf16_is_autocast_without_zero_and_master_weights_with_it():
+    assert bf16_mode(0) == "autocast" and bf16_mode(1) == bf16_mode(3) == "deepspeed"
+    config = build_ds_config(TrainSpec(zero_stage=0), 1, 1.0, "bf16", bf16_mode(0))
+    assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
