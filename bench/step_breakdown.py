@@ -10,8 +10,8 @@ Variants (each on a freshly built model, seeded the same):
                  around torch's multi-tensor AdamW: the trainer before it chose by ZeRO stage
   ds-bf16-fused  the same with torch's fused AdamW
   zero1-bf16     ZeRO-1 (flat-buffer master copy) with fused AdamW
-  ds             what the trainer builds now (``bf16_mode``, ``loop.build_optimizer``,
-                 ``loop.clip_and_norm``): for ZeRO-0 DeepSpeed's torch_autocast over fp32
+  ds             what the trainer builds now (``bf16_mode``, ``engine.build_optimizer``,
+                 ``engine.clip_and_norm``): for ZeRO-0 DeepSpeed's torch_autocast over fp32
                  weights with fused AdamW, clipped by the trainer with one fused norm
   ds+trainer     ``ds`` plus the trainer's per-step bookkeeping (gradient norm, loss readback,
                  all-reduce of the logged loss)
@@ -103,6 +103,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     ``mode``/``fused`` default to the trainer's own choices."""
     import deepspeed
 
+    from forge_ray.distributed import engine as engine_factory
     from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
     from forge_ray.spec.sections import OptimSpec, TrainSpec
     from forge_ray.train import loop
@@ -114,10 +115,10 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     del _unused
     optim = OptimSpec(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
     fused = caps.device == "cuda" if fused is None else fused
-    optimizer = loop.build_optimizer(objective, optim, offload=False, fused=fused)
+    optimizer = engine_factory.build_optimizer(objective, optim, offload=False, fused=fused)
     train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=args.steps + args.warmup,
                       zero_stage=zero)
-    own_clip = loop.clips_itself(zero, caps.device) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
+    own_clip = engine_factory.clips_itself(zero, caps.device) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
     config = build_ds_config(train, 1, 0.0 if own_clip else 1.0, caps.precision, mode or bf16_mode(zero))
     engine, optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config,
                                                    dist_init_required=False)
@@ -131,7 +132,7 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
         mark("forward_s")
         engine.backward(loss)
         mark("backward_s")
-        norm = loop.clip_and_norm(engine, objective, 1.0, own_clip)
+        norm = engine_factory.clip_and_norm(engine, objective, 1.0, own_clip)
         engine.step()
         if bookkeeping:
             loop._all_reduce([float(objective.logged_loss(loss)), float(norm)])

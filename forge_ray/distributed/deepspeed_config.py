@@ -2,9 +2,10 @@
 
 Precision is a capability switch, not a fork: bf16 where the GPU supports it, fp32 on CPU
 (DeepSpeed's CPU accelerator with gloo); bf16 by autocast or by DeepSpeed's master weights
-depending on the ZeRO stage (``bf16_mode``). The optimizer is created by the trainer (torch
-AdamW, fused on CUDA, or DeepSpeed's CPU Adam when optimizer state is offloaded), so the
-config carries no optimizer section.
+depending on the ZeRO stage (``bf16_mode``). Which precision a worker runs in is its
+:mod:`~forge_ray.train.capabilities` decision; the optimizer comes from
+:mod:`forge_ray.distributed.engine` (torch AdamW, fused on CUDA, or DeepSpeed's CPU Adam when
+optimizer state is offloaded), so the config carries no optimizer section.
 """
 
 from __future__ import annotations
@@ -12,15 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from forge_ray.spec.sections import TrainSpec
-
-
-def choose_precision(train: TrainSpec) -> str:
-    """``fp32`` or ``bf16``: ``auto`` picks bf16 only on a CUDA device that supports it."""
-    if train.precision != "auto":
-        return train.precision
-    import torch
-
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def bf16_mode(zero_stage: int) -> str:

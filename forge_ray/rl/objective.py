@@ -10,11 +10,33 @@ and what the controller computed once per rollout: ``old_logp`` (the sampling po
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from forge_ray.rl.algos.losses import KL_ESTIMATORS, aggregate, policy_loss, value_loss
 from forge_ray.rl.experience import token_logps
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """The policy objective's settings, from the RL spec (see :class:`PolicyObjective`)."""
+
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    kl_loss_coef: float = 0.0
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    aggregation: str = "token-mean"
+
+
+@dataclass(frozen=True)
+class CriticLoss:
+    """The critic objective's settings (see :class:`CriticObjective`)."""
+
+    value_clip: float | None = 0.2
+    aggregation: str = "token-mean"
 
 
 class PolicyObjective(nn.Module):

@@ -11,6 +11,7 @@ bundle equally, so a colocated run asks the cluster for no more than the policy 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from forge_ray.spec.stages import RLStage
 
@@ -34,6 +35,38 @@ def crowd(spec: RLStage) -> int:
     return 2 if co.policy_reference else 1
 
 
+def cpu_demand(spec: RLStage) -> dict[str, float]:
+    """The CPUs each role of the run asks for, as :func:`build_roles` places them (colocated
+    roles take nothing beyond the bundles they share)."""
+    res, co, r = spec.resources, spec.colocate, spec.rollout
+    group = res.num_workers * res.cpus_per_worker
+    if co.all:
+        return {"policy and every colocated role (resources)": group}
+    demand = {"policy (resources.num_workers × cpus_per_worker)": group,
+              "rollout engines (rollout.num_engines × cpus_per_engine)": r.num_engines * r.cpus_per_engine}
+    if spec.algo == "ppo":
+        demand["critic (resources)"] = group
+    if not co.policy_reference:
+        demand["reference (reference_cpus)"] = spec.reference_cpus
+    if spec.reward_model and not co.critic_reward:
+        demand["reward model"] = 0.25
+    return demand
+
+
+def room_problems(spec: RLStage, nodes: list[dict[str, float]]) -> list:
+    """A run whose roles ask for more CPUs than the whole cluster has would wait for ever for
+    its last actor; say so at once, role by role, with the knobs to turn."""
+    from forge_ray.spec.typed import Problem
+
+    demand, have = cpu_demand(spec), sum(n.get("CPU", 0) for n in nodes)
+    if not nodes or sum(demand.values()) <= have + 1e-9:
+        return []
+    asked = ", ".join(f"{role} {cpus:g}" for role, cpus in demand.items())
+    return [Problem("resources", f"the RL roles ask for {sum(demand.values()):g} CPUs ({asked}) but the cluster has "
+                                 f"{have:g}", "lower rollout.cpus_per_engine, resources.cpus_per_worker or "
+                                              "reference_cpus, or colocate roles (colocate.*)")]
+
+
 def describe(options: dict) -> dict:
     """Where an actor with these Ray options lands (for the manifest): CPUs, GPUs, and its
     placement group and bundle when it has one."""
@@ -47,25 +80,24 @@ def describe(options: dict) -> dict:
 def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     import ray
 
-    from forge_ray.distributed.deepspeed_config import choose_precision
     from forge_ray.rl import rewards
     from forge_ray.rl.algos import ALGORITHMS
     from forge_ray.rl.controller import Roles
-    from forge_ray.rl.workers import ActorGroup, Bundles, ReferenceWorker, TrainableWorker
-    from forge_ray.spec import spec_to_dict
+    from forge_ray.rl.objective import CriticLoss, PolicyLoss
+    from forge_ray.rl.workers import ActorGroup, Bundles, ReferenceWorker, TrainableRole, TrainableWorker
     from forge_ray.spec.sections import TrainSpec
 
     algo, res, co = ALGORITHMS[spec.algo], spec.resources, spec.colocate
-    train = {"zero_stage": 0, "micro_batch_size": spec.micro_batch_size, "threads": int(max(1, res.cpus_per_worker))}
-    policy_kwargs = dict(clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
-                         kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef, kl_estimator=spec.kl_estimator,
-                         entropy_coef=spec.entropy_coef, aggregation=spec.loss_aggregation)
-    init = dict(role="policy", model_dir=policy_dir, optim=spec_to_dict(spec)["optim"], train=train,
-                objective=policy_kwargs, seed=spec.seed, precision=choose_precision(TrainSpec()))
+    loss = PolicyLoss(clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
+                      kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef, kl_estimator=spec.kl_estimator,
+                      entropy_coef=spec.entropy_coef, aggregation=spec.loss_aggregation)
+    job = TrainableRole(role="policy", model_dir=policy_dir, optim=spec.optim, loss=loss, seed=spec.seed,
+                        train=TrainSpec(zero_stage=0, micro_batch_size=spec.micro_batch_size),
+                        threads=int(max(1, res.cpus_per_worker)))
     group_args = (res.num_workers, res.cpus_per_worker, res.gpus_per_worker)
     shared = Bundles(*group_args) if (co.all or co.policy_reference) else None
     share = 1 / crowd(spec)
-    policy = ActorGroup(TrainableWorker, *group_args, init, bundles=shared, share=share)
+    policy = ActorGroup(TrainableWorker, *group_args, bundles=shared, share=share, job=job)
     layout = {"policy": [describe(policy.bundles.options(i, share)) for i in range(res.num_workers)]}
 
     critic, critic_bundles, critic_share = None, None, 1.0
@@ -74,9 +106,8 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
             critic_bundles, critic_share = shared, share
         elif co.critic_reward:
             critic_bundles, critic_share = Bundles(*group_args), 0.5
-        critic = ActorGroup(TrainableWorker, *group_args, {**init, "role": "critic",
-                                                           "objective": {"aggregation": spec.loss_aggregation}},
-                            bundles=critic_bundles, share=critic_share)
+        critic_job = replace(job, role="critic", loss=CriticLoss(aggregation=spec.loss_aggregation))
+        critic = ActorGroup(TrainableWorker, *group_args, bundles=critic_bundles, share=critic_share, job=critic_job)
         layout["critic"] = [describe(critic.bundles.options(i, critic_share)) for i in range(res.num_workers)]
 
     ref_opts = (shared.options(0, share) if shared else

@@ -49,9 +49,13 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
     if spec.engine == "openrlhf":
         return _run_openrlhf(spec, run, ctx, train_rows)
     ctx.ensure_ray()
-    from forge_ray.train.preflight import require_placement
+    from forge_ray.rl.placement import room_problems
+    from forge_ray.spec.typed import SpecError
+    from forge_ray.train.preflight import cluster_nodes, require_placement
 
     require_placement(spec.resources)
+    if problems := room_problems(spec, cluster_nodes() or []):
+        raise SpecError(problems)
     with contextlib.ExitStack() as inputs:
         policy_dir = inputs.enter_context(input_dir(ctx, spec.policy, "model"))
         rm_dir = str(inputs.enter_context(input_dir(ctx, spec.reward_model, "model"))) if spec.reward_model else None

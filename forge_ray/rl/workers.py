@@ -2,11 +2,13 @@
 DeepSpeed engine per worker; the reference only scores. OpenRLHF's shape, our code.
 
 A trainable group of ``N`` workers forms its own ``torch.distributed`` group (gloo on CPU,
-NCCL on GPU) so ZeRO shards and all-reduces work exactly as in pre-training; the controller
-hands each worker its shard of the batch. Weights for the rollout engines come from
-:meth:`TrainableWorker.weights` (a collective under ZeRO-3; rank 0 returns the blob).
+NCCL on GPU) and trains data-parallel with ZeRO-0 (gradients all-reduced as in pre-training);
+the controller hands each worker its shard of the batch. Every rank holds the whole model,
+so the scoring passes (``token_logps``, ``values``) and the weights for the rollout engines
+(:meth:`TrainableWorker.weights`) come from rank 0 alone. (ZeRO-3 would need every rank in
+each of those passes: not offered until the controller shards them too.)
 
-    group = ActorGroup(TrainableWorker, 2, num_cpus=1, init=dict(role="policy", model_dir=..., ...))
+    group = ActorGroup(TrainableWorker, 2, num_cpus=1, job=TrainableRole(role="policy", model_dir=..., ...))
     group.run_sharded("train", shards)   # one shard per worker
     group.run_all("save_checkpoint", path)   # the same call on every worker
 """
@@ -15,11 +17,16 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 import torch
+
+from forge_ray.distributed.engine import clip_and_norm
+from forge_ray.rl.objective import CriticLoss, PolicyLoss
+from forge_ray.spec.sections import OptimSpec, TrainSpec
 
 
 def _free_port() -> int:
@@ -28,14 +35,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TrainableRole:
+    """What every rank of a policy or critic group is given."""
+
+    role: Literal["policy", "critic"]
+    model_dir: str
+    optim: OptimSpec
+    train: TrainSpec  # micro-batch and precision (ZeRO-0: see the module docstring)
+    loss: PolicyLoss | CriticLoss
+    threads: int = 1
+    seed: int = 0
+
+
 class TrainableWorker:
     """One rank of the policy or critic group."""
 
-    def __init__(self, rank: int, world: int, role: str, model_dir: str, optim: dict, train: dict, objective: dict,
-                 seed: int = 0, precision: str = "fp32"):
-        self.rank, self.world, self.role = rank, world, role
-        self.args = dict(model_dir=model_dir, optim=optim, train=dict(train), objective=objective, seed=seed,
-                         precision=precision)
+    def __init__(self, rank: int, world: int, job: TrainableRole):
+        self.rank, self.world, self.job, self.role = rank, world, job, job.role
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the process group (asked of rank 0 only)."""
@@ -43,29 +60,22 @@ class TrainableWorker:
 
     def setup(self, master_addr: str, master_port: int) -> int:
         """Join the group's process group and build the DeepSpeed engine (all ranks at once)."""
-        import deepspeed
         import torch.distributed as dist
 
-        from forge_ray.distributed.deepspeed_config import build_ds_config
-        from forge_ray.spec.sections import TrainSpec
+        from forge_ray.distributed.engine import build_engine
+        from forge_ray.train import capabilities
 
-        a = self.args
+        job = self.job
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world), LOCAL_RANK="0")
-        torch.manual_seed(a["seed"])
-        train, optim = a["train"], a["optim"]
-        torch.set_num_threads(max(1, int(train.pop("threads", 1))))
+        torch.manual_seed(job.seed)
+        torch.set_num_threads(max(1, job.threads))
+        self.caps = capabilities.detect(job.train.precision)  # this worker's device decides, as in the trainer
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=self.rank,
-                                    world_size=self.world)
-        self.objective = _build_objective(self.role, a["model_dir"], a["objective"])
-        params = [p for p in self.objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]),
-                                      eps=optim["eps"], weight_decay=optim["weight_decay"])
-        ds_config = build_ds_config(TrainSpec(**train), self.world, optim["grad_clip"], a["precision"])
-        self.engine, *_ = deepspeed.initialize(model=self.objective, optimizer=optimizer, config=ds_config,
-                                               dist_init_required=False)
-        self.zero3 = train.get("zero_stage", 0) == 3
+            dist.init_process_group(self.caps.backend, rank=self.rank, world_size=self.world)
+        self.objective = _build_objective(job)
+        built = build_engine(self.objective, job.optim, job.train, self.world, self.caps)  # the trainer's factory
+        self.engine, self.own_clip = built.engine, built.own_clip
         return self.rank
 
     def token_logps(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -93,6 +103,8 @@ class TrainableWorker:
                 batch = {k: shard[k][start:start + micro_batch].to(self.engine.device) for k in self.objective.batch_keys}
                 loss = self.engine(**batch)
                 self.engine.backward(loss)
+                if self.own_clip and self.engine.is_gradient_accumulation_boundary():
+                    clip_and_norm(self.engine, self.objective, self.job.optim.grad_clip, own_clip=True)
                 self.engine.step()
                 for k, v in self.objective.stats.items():
                     totals[k] = totals.get(k, 0.0) + float(v)
@@ -100,7 +112,7 @@ class TrainableWorker:
         return {k: v / max(count, 1) for k, v in totals.items()}
 
     def weights(self) -> bytes | None:
-        """A safetensors blob of the full weights on rank 0 (every rank must call under ZeRO-3)."""
+        """A safetensors blob of the full weights on rank 0 (None on the other ranks)."""
         from forge_ray.rl.rollout import weights_blob
 
         state = self._full_state()
@@ -109,10 +121,10 @@ class TrainableWorker:
         return weights_blob(state)
 
     def _full_state(self) -> dict | None:
-        """HF-named full weights on rank 0 (a collective under ZeRO-3), None elsewhere."""
+        """HF-named full weights on rank 0, None elsewhere."""
         from forge_ray.train.export import gather_state, hf_state_dict
 
-        state = gather_state(self.engine, self.objective, self.zero3, self.rank)
+        state = gather_state(self.engine, self.objective, False, self.rank)  # ZeRO-0: rank 0 holds them all
         return None if state is None else hf_state_dict(state, None)
 
     def weights_digest(self) -> str | None:
@@ -128,7 +140,7 @@ class TrainableWorker:
             h.update(state[name].float().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    # NCCL weight sync (GPU): rank 0 broadcasts, every rank takes part in the ZeRO-3 gathers
+    # NCCL weight sync (GPU): rank 0 broadcasts
 
     def open_weight_group(self, host: str, port: int, world_size: int) -> None:
         if self.rank == 0:
@@ -138,30 +150,22 @@ class TrainableWorker:
 
     def weight_metas(self) -> list[tuple[str, str, list[int]]]:
         """(HF name, dtype, full shape) of every parameter, in broadcast order."""
-        return [(name, str(p.dtype).removeprefix("torch."), list(getattr(p, "ds_shape", p.shape)))
+        return [(name, str(p.dtype).removeprefix("torch."), list(p.shape))
                 for name, p in self.objective.model.named_parameters()]
 
     def broadcast_weights(self) -> int:
-        """Rank 0 sends every parameter in the buckets the engines expect (under ZeRO-3 each
-        bucket's parameters are gathered together, so no rank holds more than one bucket extra)."""
-        import contextlib
-
-        import deepspeed
-
+        """Rank 0 sends every parameter in the buckets the engines expect."""
         from forge_ray.rl.rollout.nccl_sync import pack, plan_buckets
 
+        if self.rank != 0:
+            return 0
         params = [p for _, p in self.objective.model.named_parameters()]
         count = 0
         for bucket in plan_buckets(self.weight_metas()):
             part = [params[i] for i in bucket]
-            gather = deepspeed.zero.GatheredParameters(part) if self.zero3 else contextlib.nullcontext()
-            with gather:
-                if self.rank == 0:
-                    self.weight_group.broadcast(pack([p.data for p in part]), src=0,
-                                                stream=torch.cuda.current_stream())
-                    count += len(part)
-        if self.rank == 0:
-            torch.cuda.synchronize()
+            self.weight_group.broadcast(pack([p.data for p in part]), src=0, stream=torch.cuda.current_stream())
+            count += len(part)
+        torch.cuda.synchronize()
         return count
 
     def save_hf(self, out_dir: str, tokenizer_dir: str) -> None:
@@ -186,18 +190,18 @@ class TrainableWorker:
                                         load_lr_scheduler_states=True)
 
 
-def _build_objective(role: str, model_dir: str, kwargs: dict):
+def _build_objective(job: TrainableRole):
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
     from forge_ray.rl.objective import CriticObjective, PolicyObjective
 
     load = dict(use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
-    if role == "policy":
-        return PolicyObjective(AutoModelForCausalLM.from_pretrained(model_dir, **load), **kwargs)
-    if role == "critic":  # the policy's backbone with a fresh one-label value head per token
-        return CriticObjective(AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=1, **load),
-                               **kwargs)
-    raise ValueError(f"unknown trainable role {role!r}")
+    if job.role == "policy":
+        return PolicyObjective(AutoModelForCausalLM.from_pretrained(job.model_dir, **load), **asdict(job.loss))
+    if job.role == "critic":  # the policy's backbone with a fresh one-label value head per token
+        model = AutoModelForTokenClassification.from_pretrained(job.model_dir, num_labels=1, **load)
+        return CriticObjective(model, **asdict(job.loss))
+    raise ValueError(f"unknown trainable role {job.role!r}")
 
 
 class ReferenceWorker:
@@ -249,13 +253,13 @@ class ActorGroup:
     or of a shared one (``bundles``, taking ``share`` of each bundle)."""
 
     def __init__(self, cls, size: int, num_cpus: float = 1, num_gpus: float = 0, init: dict[str, Any] | None = None,
-                 bundles: Bundles | None = None, share: float = 1.0):
+                 bundles: Bundles | None = None, share: float = 1.0, job: TrainableRole | None = None):
         self.owns_bundles = bundles is None
         self.bundles = bundles or Bundles(size, num_cpus, num_gpus)
         remote = ray.remote(cls)
         self.actors = []
         for rank in range(size):
-            args = (rank, size) if cls is TrainableWorker else ()
+            args = (rank, size, job) if cls is TrainableWorker else ()
             self.actors.append(remote.options(**self.bundles.options(rank, share)).remote(*args, **(init or {})))
         if cls is TrainableWorker:  # one process group per trainable group, rooted at rank 0's node
             addr, port = ray.get(self.actors[0].address.remote())

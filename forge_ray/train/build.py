@@ -1,38 +1,13 @@
 """What a training worker builds before its first step: the model (fresh, from a base run,
-with LoRA or a grown vocabulary), the objective the loop optimises for the stage kind, and
-the learning-rate schedule. Kept apart from the loop so each piece can be read (and tested)
-on its own."""
+with LoRA or a grown vocabulary) and the objective the loop optimises for the stage kind (the
+optimizer, schedule and engine come from :mod:`forge_ray.distributed.engine`)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from forge_ray.spec.sections import OptimSpec
 from forge_ray.train.job import TrainJob
 from forge_ray.train.objectives import Objective
-
-
-def lr_lambda(optim: OptimSpec, max_steps: int):
-    """Warmup, then cosine (or warmup-stable-decay, or constant) down to ``min_lr_ratio``:
-    the multiplier of the peak rate at each step."""
-    warmup, floor = optim.warmup_steps, optim.min_lr_ratio
-
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if optim.schedule == "constant":
-            return 1.0
-        if optim.schedule == "wsd":
-            decay_start = max_steps * (1 - optim.decay_fraction)
-            if step < decay_start:
-                return 1.0
-            return floor + (1 - floor) * max(0.0, (max_steps - step) / max(max_steps - decay_start, 1))
-        progress = min(1.0, (step - warmup) / max(max_steps - warmup, 1))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
 
 
 def build_model(job: TrainJob) -> torch.nn.Module:

@@ -22,49 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forge_ray.spec.sections import OptimSpec
+from forge_ray.distributed.engine import clip_and_norm
 from forge_ray.train.capabilities import to_device
 from forge_ray.train.job import TrainJob
 
 log = logging.getLogger("forge_ray.train")
-
-
-def build_optimizer(model, optim: OptimSpec, offload: bool, fused: bool = False):
-    """AdamW with decay on matrices only; ``fused`` (one kernel for all parameters) on CUDA."""
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [g for g in ({"params": decay, "weight_decay": optim.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]  # LoRA: no 1-D params
-    kwargs = dict(lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
-    if offload:
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        return DeepSpeedCPUAdam(groups, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs, **({"fused": True} if fused else {}))
-
-
-def clips_itself(zero_stage: int, device: str) -> bool:
-    """ZeRO-0 on CUDA: every rank holds the whole averaged gradient after ``engine.backward``,
-    so the trainer clips it there with one fused norm, which is also the logged one; DeepSpeed's
-    ZeRO-0 clip computes a norm it does not keep, and logging it took a second pass over every
-    parameter (its cost is in ``bench/RESULTS.md``). CPU ranks keep DeepSpeed's
-    clip: the pass is cheap there, and CPU runs keep the numerics of earlier versions, which
-    the demo's small recipes (and their tests) were tuned on."""
-    return zero_stage == 0 and device == "cuda"
-
-
-def clip_and_norm(engine, objective, grad_clip: float, own_clip: bool):
-    """Global gradient norm before clipping, as a tensor (read it when logging: a readback
-    waits for the device). ``own_clip``: clip here; else DeepSpeed clips in ``step`` and the
-    norm is DeepSpeed's (ZeRO ≥ 1) or computed from the full gradients (ZeRO-0)."""
-    if own_clip:
-        grads = [p for p in objective.parameters() if p.grad is not None]
-        return torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else float("inf"), foreach=True)
-    norm = engine.get_global_grad_norm()
-    if norm is not None:
-        return torch.as_tensor(norm)
-    norms = [p.grad.detach().float().norm() for p in objective.parameters() if p.grad is not None]
-    return torch.stack(norms).norm() if norms else None
 
 
 def _all_reduce(values: list[float]) -> list[float]:
@@ -133,14 +95,13 @@ class Trainer:
 
     # ---- set-up: this worker's device decides the capabilities (bf16, kernel, compile, pinning)
     def setup(self) -> None:
-        import deepspeed
         from transformers import AutoTokenizer
 
         from forge_ray.data.stream import PackedStream
-        from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
+        from forge_ray.distributed.engine import build_engine
         from forge_ray.runs import Storage
         from forge_ray.train import capabilities
-        from forge_ray.train.build import build_model, build_objective, lr_lambda
+        from forge_ray.train.build import build_model, build_objective
         from forge_ray.train.metrics import MetricsWriter, measured_peak_flops
         from forge_ray.train.objectives import token_bytes
 
@@ -153,16 +114,9 @@ class Trainer:
         self.objective = build_objective(job, model, token_bytes(AutoTokenizer.from_pretrained(job.tokenizer_dir)))
         if self.objective.any_attention_kernel:
             capabilities.apply(model, caps)
-        offload = train.offload != "none" and train.zero_stage >= 1
-        optimizer = build_optimizer(self.objective, optim, offload, fused=caps.device == "cuda")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, train.max_steps))
-        self.bf16_mode = bf16_mode(train.zero_stage) if caps.precision == "bf16" else None
-        self.own_clip = clips_itself(train.zero_stage, caps.device)
-        ds_config = build_ds_config(train, self.world, 0.0 if self.own_clip else optim.grad_clip, caps.precision,
-                                    self.bf16_mode or "deepspeed")
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=self.objective, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
-            dist_init_required=False)
+        built = build_engine(self.objective, optim, train, self.world, caps, max_steps=train.max_steps)
+        self.engine, self.scheduler, self.own_clip, self.bf16_mode = (built.engine, built.scheduler, built.own_clip,
+                                                                      built.bf16_mode)
         self.stream = PackedStream(job.train_files, self.rank, self.world, train.micro_batch_size, seed=job.seed)
         self.run = Storage(job.storage).run(job.run_name) if self.rank == 0 else None
         if self.run:

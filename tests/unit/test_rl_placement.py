@@ -81,3 +81,21 @@ def test_nccl_weight_buckets_round_trip_and_respect_dtype_and_size():
     assert received.keys() == tensors.keys()
     for name, t in tensors.items():
         assert torch.equal(received[name], t) and received[name].dtype == t.dtype
+
+
+def test_a_run_that_asks_for_more_cpus_than_the_cluster_has_is_refused_role_by_role():
+    from forge_ray.rl.placement import cpu_demand, room_problems
+
+    two_cpus = [{"CPU": 2.0}]
+    fits = rl(resources={"num_workers": 1, "cpus_per_worker": 1}, rollout={"cpus_per_engine": 0.5},
+              reference_cpus=0.25)
+    assert sum(cpu_demand(fits).values()) == 1.75 and room_problems(fits, two_cpus) == []
+    too_big = rl(resources={"num_workers": 2, "cpus_per_worker": 0.5}, reference_cpus=0.25)  # engine: 1 CPU
+    (problem,) = room_problems(too_big, two_cpus)
+    assert problem.path == "resources" and "2.25 CPUs" in str(problem) and "the cluster has 2" in str(problem)
+    assert "rollout engines (rollout.num_engines × cpus_per_engine) 1" in str(problem)
+    assert "cpus_per_engine" in problem.hint
+    # colocated, every role shares the policy's bundles: only they count
+    assert room_problems(rl(colocate={"all": True}, resources={"num_workers": 2, "cpus_per_worker": 1}),
+                         two_cpus) == []
+    assert room_problems(too_big, []) == []  # no cluster to ask: nothing to say

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
+from forge_ray.distributed.engine import lr_lambda
 from forge_ray.spec.sections import OptimSpec, TrainSpec
-from forge_ray.train.build import lr_lambda
 from forge_ray.train.objectives import (
     document_causal_mask,
     load_balancing_loss,
@@ -97,3 +97,35 @@ def test_bf16_is_autocast_without_zero_and_master_weights_with_it():
     assert bf16_mode(0) == "autocast" and bf16_mode(1) == bf16_mode(3) == "deepspeed"
     config = build_ds_config(TrainSpec(zero_stage=0), 1, 1.0, "bf16", bf16_mode(0))
     assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
+
+
+def test_weight_decay_only_on_weight_matrices_not_norms_biases_or_embeddings():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from forge_ray.distributed.engine import build_optimizer, param_groups
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True, attention_bias=True)
+    model = LlamaForCausalLM(config)
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert "model.embed_tokens.weight" in kept  # tied: the output layer is the same parameter
+    assert all("norm" in n or n.endswith("bias") or "embed" in n for n in kept), kept
+    assert decayed == {n for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # each once
+    optimizer = build_optimizer(model, OptimSpec(lr=1e-3, weight_decay=0.1), offload=False)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer():
+    from torch import nn
+
+    from forge_ray.distributed.engine import param_groups
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    model[0].weight.requires_grad_(False)
+    groups = param_groups(model, 0.1)
+    assert [len(g["params"]) for g in groups] == [3]  # bias, norm weight and bias; no matrix left to decay
