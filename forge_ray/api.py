@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from forge_ray import jobs_client
+from forge_ray.diagnose import diagnose  # noqa: F401 - part of this surface: (RunError, exit code) of a failure
 from forge_ray.preflight import Preflight, SpecLike, resolve, validate  # noqa: F401 - part of this surface
 from forge_ray.runs import Storage
 from forge_ray.spec import SpecError, spec_to_dict
@@ -43,13 +44,6 @@ class JobInfo:
     address: str
     status: str
     entrypoint: str
-
-
-def describe_error(exc: BaseException):
-    """``(RunError, exit code)`` for any failure: what the CLI, jobs and agents report."""
-    from forge_ray.runner import classify
-
-    return classify(exc)
 
 
 def input_error_types() -> tuple[type[BaseException], ...]:
@@ -207,21 +201,9 @@ def generate(run_name: str, prompt: str, max_new_tokens: int = 64, temperature: 
 
 def example_prompts(storage: str | None = None, limit: int = 50) -> list[str]:
     """Prompts of the eval runs' task items (for the arena to pick from), unique, in order."""
-    from forge_ray.eval.report import item_file
+    from forge_ray.eval.arena import eval_prompts
 
-    store = Storage(storage)
-    seen: dict[str, None] = {}
-    for m in store.list_runs():
-        run = store.run(m["name"])
-        if m.get("kind") != "eval" or not run.exists("report/results.json"):
-            continue
-        for task in json.loads(run.read_text("report/results.json"))["tasks"]:
-            rel = f"report/items/{item_file(task)}"
-            for line in (run.read_text(rel).splitlines() if run.exists(rel) else []):
-                seen.setdefault(json.loads(line)["prompt"], None)
-                if len(seen) >= limit:
-                    return list(seen)
-    return list(seen)
+    return eval_prompts(Storage(storage), limit)
 
 
 def vote(model_a: str, model_b: str, prompt: str, choice: str, storage: str | None = None, **extra: Any) -> dict:
@@ -233,17 +215,12 @@ def vote(model_a: str, model_b: str, prompt: str, choice: str, storage: str | No
 
 def leaderboard(storage: str | None = None) -> dict:
     """Arena ratings from every vote, and the rankings of the eval runs' reports."""
+    from forge_ray.eval.arena import eval_rankings
     from forge_ray.eval.arena import leaderboard as arena_board
     from forge_ray.runs import arena_votes
 
     store = Storage(storage)
-    evals = []
-    for m in store.list_runs():
-        if m.get("kind") == "eval" and m.get("status") == "succeeded" and store.run(m["name"]).exists(
-                "report/results.json"):
-            results = json.loads(store.run(m["name"]).read_text("report/results.json"))
-            evals.append({"run": m["name"], "ranking": results["ranking"], "tasks": results["tasks"]})
-    return {"arena": arena_board(arena_votes(store)), "evals": evals}
+    return {"arena": arena_board(arena_votes(store)), "evals": eval_rankings(store)}
 
 
 # ---------------------------------------------------------------------------- Ray Jobs
@@ -361,6 +338,26 @@ def stop(job_id: str, address: str | None = None, storage: str | None = None) ->
     jobs = jobs_client.connect(address)
     jobs.client.stop_job(job_id)
     return _job_status(jobs, job_id)
+
+
+def serve(run_name: str, storage: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, replicas: str | None = None, cpus_per_replica: float = 1.0,
+          gpus_per_replica: float = 0.0, address: str | None = None) -> dict:
+    """Serve a run's model on an OpenAI-compatible API and wait until it answers: one vLLM
+    server on this machine, or (``replicas``: ``N`` or ``MIN:MAX``) Ray Serve replicas on the
+    cluster at ``address``. A host other than loopback needs ``api_key``. Returns the record
+    (``url``, …) that :func:`stop_serving` and the arena use."""
+    from forge_ray import serve as serving
+
+    return serving.start(Storage(storage), run_name, host, port, api_key, replicas=replicas,
+                         cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica, address=address)
+
+
+def stop_serving(run_name: str, storage: str | None = None) -> dict:
+    """Stop the server (or the Ray Serve application) of a run."""
+    from forge_ray import serve as serving
+
+    return serving.stop(Storage(storage), run_name)
 
 
 def schema(kind: str | None = None) -> dict:

@@ -191,7 +191,7 @@ def _cmd_run(args) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code and a message
         if isinstance(exc, KeyboardInterrupt):
             raise
-        error, code = api.describe_error(exc)
+        error, code = api.diagnose(exc)
         if args.json:
             _print_json({"status": "failed", "error": asdict(error)})
         else:
@@ -380,8 +380,7 @@ def _cmd_import(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from forge_ray import serve
-    from forge_ray.runs import Storage
+    from forge_ray import api
 
     if args.api_key:
         print("forge serve: --api-key KEY puts the key where every local user sees it (`ps`); put it in a file "
@@ -389,10 +388,9 @@ def _cmd_serve(args) -> int:
         return EXIT_INVALID
     key = (Path(args.api_key_file).read_text().strip() if args.api_key_file
            else os.environ.get("FORGE_SERVE_API_KEY")) or None
-    store = Storage(args.storage)
     try:
-        info = serve.stop(store, args.run) if args.stop else serve.start(
-            store, args.run, args.host, args.port, key, replicas=args.replicas,
+        info = api.stop_serving(args.run, args.storage) if args.stop else api.serve(
+            args.run, args.storage, args.host, args.port, key, replicas=args.replicas,
             cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica, address=args.address)
     except (PermissionError, ValueError, FileNotFoundError) as exc:
         print(f"forge serve: {exc}", file=sys.stderr)

@@ -26,14 +26,14 @@ def _with_reasons(fn: Callable) -> Callable:
     and an expected error is not logged as a crash with a traceback."""
     from mcp.server.mcpserver.exceptions import ToolError
 
-    from forge_ray.runner import classify
+    from forge_ray.diagnose import diagnose
 
     @functools.wraps(fn)
     def tool(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
-            error, _ = classify(exc)
+            error, _ = diagnose(exc)
             raise ToolError(json.dumps(dataclasses.asdict(error))) from None
 
     return tool

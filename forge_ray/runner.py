@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forge_ray.runs import RunDir, RunError, Storage
+from forge_ray.runs import RunDir, Storage
 from forge_ray.spec import SpecError, StageSpec, spec_to_yaml
 from forge_ray.spec.typed import Problem
 
@@ -230,13 +230,6 @@ def _stage_fn(kind: str) -> Callable:
     return getattr(importlib.import_module(module), fn)
 
 
-def classify(exc: BaseException) -> tuple[RunError, int]:
-    """A machine-readable error record and the CLI exit code for an exception."""
-    from forge_ray.diagnose import diagnose
-
-    return diagnose(exc)
-
-
 class _RunLogHandler(logging.Handler):
     """Appends forge_ray log records to the run's ``run.log`` (works on any pyarrow.fs)."""
 
@@ -276,7 +269,9 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
         log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
         return manifest
     except BaseException as exc:
-        error, _ = classify(exc)
+        from forge_ray.diagnose import diagnose
+
+        error, _ = diagnose(exc)
         if error.kind == "disk_full":
             error.message += f" (while writing the run under {run.path})"
         log.error("run %s failed: %s\n%s", spec.name, error.message, traceback.format_exc())

@@ -22,7 +22,7 @@ def main(kind: str, doc: str) -> int:
             return 2  # invalid input
         info = api.run(spec, storage=args.storage)
     except Exception as exc:  # noqa: BLE001 - reported as an exit code, recorded in the manifest
-        error, code = api.describe_error(exc)
+        error, code = api.diagnose(exc)
         print(f"{kind} failed ({error.kind}): {error.message}", file=sys.stderr)
         return code
     print(f"{info.status}: {info.name} in {info.run_dir}")

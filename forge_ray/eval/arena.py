@@ -72,3 +72,37 @@ def leaderboard(vote_lines: list[str], samples: int = 200) -> list[dict]:
              "games": sum(m in g[:2] for g in games),
              "wins": sum((g[0] == m and g[2] == 1) or (g[1] == m and g[2] == 0) for g in games)} for m in models]
     return sorted(rows, key=lambda r: -r["rating"])
+
+
+def eval_prompts(store, limit: int = 50) -> list[str]:
+    """Prompts of the eval runs' task items under ``store`` (a :class:`~forge_ray.runs.Storage`),
+    unique, in order: what the arena offers to ask."""
+    import json
+
+    from forge_ray.eval.report import item_file
+
+    seen: dict[str, None] = {}
+    for m in store.list_runs():
+        run = store.run(m["name"])
+        if m.get("kind") != "eval" or not run.exists("report/results.json"):
+            continue
+        for task in json.loads(run.read_text("report/results.json"))["tasks"]:
+            rel = f"report/items/{item_file(task)}"
+            for line in (run.read_text(rel).splitlines() if run.exists(rel) else []):
+                seen.setdefault(json.loads(line)["prompt"], None)
+                if len(seen) >= limit:
+                    return list(seen)
+    return list(seen)
+
+
+def eval_rankings(store) -> list[dict]:
+    """Each succeeded eval run's ranking and task scores, from its report."""
+    import json
+
+    evals = []
+    for m in store.list_runs():
+        run = store.run(m["name"])
+        if m.get("kind") == "eval" and m.get("status") == "succeeded" and run.exists("report/results.json"):
+            results = json.loads(run.read_text("report/results.json"))
+            evals.append({"run": m["name"], "ranking": results["ranking"], "tasks": results["tasks"]})
+    return evals
