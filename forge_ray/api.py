@@ -273,6 +273,8 @@ def submit(spec: SpecLike, overrides: list[str] | None = None, storage: str | No
     spec_json = json.dumps(redact(spec_to_dict(typed), used=secret_names), separators=(",", ":"))
     entrypoint = f"python -m forge_ray.cli run --spec-json {shlex.quote(spec_json)} --storage {shlex.quote(store_uri)}"
     env = dict(runtime_env or {})
+    # a job's log is read as a file (forge logs, the UI, the dashboard): it keeps the vendors' output too
+    env["env_vars"] = {"FORGE_VERBOSE": "1", **env.get("env_vars", {})}
     if secret_names:
         env["env_vars"] = {**env.get("env_vars", {}), **{n: os.environ[n] for n in secret_names}}
     if working_dir != "" and (working_dir or not _on_this_machine(jobs.address)):

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-json", help=argparse.SUPPRESS)  # used by `forge submit`'s job entrypoint
     _spec_args(p, spec_required=False), _common(p)
     p.add_argument("--address", help="Ray address to connect to (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="also show the vendors' output (Ray workers, DeepSpeed, "
+                                                          "vLLM) on the terminal; it is always in each run's run.log")
 
     p = sub.add_parser("submit", help="submit a spec to a Ray cluster's Jobs API")
     _spec_args(p), _common(p)
@@ -186,6 +188,12 @@ def _cmd_run(args) -> int:
         print("forge run: give a spec file", file=sys.stderr)
         return EXIT_INVALID
     spec = json.loads(args.spec_json) if args.spec_json else args.spec
+    from forge_ray import console
+
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"  # also for the processes this one starts
+    if not args.json:
+        console.setup_terminal()
     try:
         info = api.run(spec, args.overrides, args.storage, args.address, show_progress=not args.json)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code and a message

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class Context:
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours (tqdm) is enough
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        from forge_ray.console import quiet_vendors
+
+        quiet_vendors()  # vendor output into run.log when a person reads the terminal
 
     def progress(self, desc: str, total: int | None = None, unit: str = "it"):
         from tqdm.auto import tqdm
@@ -256,17 +260,21 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
     spec_yaml = spec_to_yaml(spec)
     previous = run.manifest() if run.exists() else None
     if previous and previous.get("status") == "succeeded" and run.spec_matches(spec_yaml):
-        log.info("run %s already succeeded with this spec; nothing to do", spec.name)
+        log.info("✓ %s (%s) already succeeded with this spec", spec.name, spec.kind, extra={"console": True})
         return previous
     attempt = run.create_or_resume(spec.kind, spec_yaml, parents, job_id=ctx.job_id).get("attempts", 1)
     handler = _RunLogHandler(run)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    started = time.monotonic()
     try:
         log.info("run %s (%s) started%s", spec.name, spec.kind, f" (attempt {attempt})" if attempt > 1 else "")
         result: StageResult = fn(resolve_source_runs(spec, ctx.storage), run, ctx)
         manifest = run.succeed(result.metrics, result.outputs)
         log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
+        if spec.kind != "pipeline":  # one line per finished stage, for the person at the terminal
+            log.info("✓ %s (%s) in %s: %s", spec.name, spec.kind, _duration(time.monotonic() - started),
+                     _short(_headline(result.metrics), 4), extra={"console": True})
         return manifest
     except BaseException as exc:
         from forge_ray.diagnose import diagnose
@@ -274,7 +282,8 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
         error, _ = diagnose(exc)
         if error.kind == "disk_full":
             error.message += f" (while writing the run under {run.path})"
-        log.error("run %s failed: %s\n%s", spec.name, error.message, traceback.format_exc())
+        log.error("run %s failed: %s\n%s", spec.name, error.message, traceback.format_exc(),
+                  extra={"console": False})  # the command prints the error itself, without the traceback
         try:
             run.fail(error)
         except OSError as record_exc:  # e.g. the disk that just filled up: the error itself must still surface
@@ -284,5 +293,19 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
         log.removeHandler(handler)
 
 
-def _short(metrics: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:6])
+def _short(metrics: dict, n: int = 6) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:n])
+
+
+#: the figures a stage's one-line summary leads with, when it has them
+_HEADLINE = ("loss", "val_loss", "val_bpb", "val_accuracy", "reward_mean", "eval_reward", "vqa_accuracy", "rows",
+             "tokens", "kept", "vocab_size")
+
+
+def _headline(metrics: dict) -> dict:
+    first = {k: metrics[k] for k in _HEADLINE if isinstance(metrics.get(k), (int, float))}
+    return first or {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"

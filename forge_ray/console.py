@@ -1,0 +1,93 @@
+"""What a person sees in the terminal: progress bars, one line per finished stage, warnings
+to act on and errors. Everything the vendors print — Ray's worker output (DeepSpeed, vLLM,
+Ray Train), Ray's own driver messages, Python warnings from libraries — goes to the run's
+``run.log`` instead, beside forge's own records. ``forge run --verbose`` (or
+``FORGE_VERBOSE=1``) leaves the vendors' output on the terminal as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+VERBOSE_ENV = "FORGE_VERBOSE"
+#: the logger vendor output is recorded under (a child of ``forge_ray``: the run's log handler sees it)
+vendor = logging.getLogger("forge_ray.vendor")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _worker_output(batch: dict) -> None:
+    who = batch.get("actor_name") or batch.get("task_name") or "worker"
+    level = logging.WARNING if batch.get("is_err") else logging.INFO
+    for line in batch.get("lines", []):
+        if line.strip():
+            vendor.log(level, "(%s pid=%s) %s", who, batch.get("pid"), line.rstrip())
+
+
+class _Forward(logging.Handler):
+    """Re-emits a vendor logger's records under :data:`vendor` (into the run's log)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            vendor.log(record.levelno, "[%s] %s", record.name, record.getMessage())
+        except Exception:  # logging must never break a run
+            pass
+
+
+class _ConsoleFilter(logging.Filter):
+    """forge's own warnings and errors, and the records marked ``extra={"console": True}``
+    (stage summaries); never the vendors'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(vendor.name):
+            return False
+        marked = getattr(record, "console", None)
+        return marked if marked is not None else record.levelno >= logging.WARNING
+
+
+_terminal = False  # set by setup_terminal: this process is a command a person reads
+
+
+def terminal_handler(stream) -> logging.Handler:
+    """forge's records a person should see, one line each, on ``stream``."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_ConsoleFilter())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def setup_terminal() -> None:
+    """For a command a person reads (``forge run``, a job's entrypoint), once per process:
+    forge's stage summaries and warnings on stderr; libraries' warnings into the run log
+    (unless verbose). Library use (``api.run`` from Python) keeps Python's defaults."""
+    global _terminal
+    forge = logging.getLogger("forge_ray")
+    if _terminal:
+        return
+    _terminal = True
+    forge.addHandler(terminal_handler(sys.stderr))
+    forge.setLevel(logging.INFO)
+    if not verbose():
+        logging.captureWarnings(True)  # warnings.warn from libraries → the "py.warnings" logger
+        _forward("py.warnings")
+
+
+def _forward(name: str) -> None:
+    lib = logging.getLogger(name)
+    lib.handlers = [_Forward()]
+    lib.propagate = False
+
+
+def quiet_vendors() -> None:
+    """After ``ray.init``, in a command a person reads: Ray workers' output and Ray's own
+    driver messages into the run log instead of the terminal."""
+    if not _terminal or verbose():
+        return
+    from forge_ray.compat.ray_logs import route_worker_output
+
+    route_worker_output(_worker_output)
+    _forward("ray")

@@ -1,0 +1,57 @@
+"""The terminal shows forge's stage summaries, warnings and errors; vendor output (Ray's
+worker lines, library warnings) goes to the run's log instead."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from forge_ray import console
+from forge_ray.runner import _RunLogHandler
+from forge_ray.runs import Storage
+
+
+def test_worker_output_reaches_the_run_log_and_not_the_terminal(tmp_path):
+    run = Storage(str(tmp_path)).run("r")
+    run.create_or_resume("pretrain", "kind: pretrain\n", [])
+    terminal = io.StringIO()
+    forge = logging.getLogger("forge_ray")
+    handlers = [_RunLogHandler(run), console.terminal_handler(terminal)]
+    level = forge.level
+    forge.setLevel(logging.INFO)
+    for h in handlers:
+        forge.addHandler(h)
+    try:
+        console._worker_output({"lines": ["[WARNING] [real_accelerator.py:213] Setting accelerator to CPU", ""],
+                                "pid": 41, "actor_name": "RayTrainWorker", "is_err": True})
+        logging.getLogger("forge_ray.train").info("rank 0 resumed at step 3")  # forge's own detail: the log only
+        logging.getLogger("forge_ray").info("✓ r (pretrain) in 12s: loss=1.2", extra={"console": True})
+        logging.getLogger("forge_ray.train").warning("checkpoint list cut short; moved aside")
+        logging.getLogger("forge_ray").error("run r failed: boom\nTraceback …", extra={"console": False})
+    finally:
+        for h in handlers:
+            forge.removeHandler(h)
+        forge.setLevel(level)
+    shown = terminal.getvalue().splitlines()
+    assert shown == ["✓ r (pretrain) in 12s: loss=1.2", "checkpoint list cut short; moved aside"]
+    log = run.read_text("run.log")
+    assert "(RayTrainWorker pid=41) [WARNING] [real_accelerator.py:213] Setting accelerator to CPU" in log
+    assert "rank 0 resumed at step 3" in log and "run r failed: boom" in log
+    assert log.count("RayTrainWorker") == 1  # the empty line is dropped
+
+
+def test_library_records_are_forwarded_under_the_vendor_logger():
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    keep = Keep()
+    console.vendor.addHandler(keep)
+    try:
+        console._Forward().emit(logging.LogRecord("ray.data", logging.WARNING, __file__, 1, "Use 'expr' instead", None, None))
+    finally:
+        console.vendor.removeHandler(keep)
+    assert [(r.name, r.levelno, r.getMessage()) for r in seen] == [
+        ("forge_ray.vendor", logging.WARNING, "[ray.data] Use 'expr' instead")]
