@@ -1,0 +1,107 @@
+"""Start-up to the first training step: ``forge run`` of a small pre-training spec on a Ray
+cluster that is already running, phase by phase (connect, data preparation, worker start and
+DeepSpeed, step-0 validation, first step), read from the run's own records (``run.log``,
+``metrics.jsonl``). Two runs of the same spec under different names: the second shows what
+is reused.
+
+The corpus is the demo's documents repeated to ``--mb`` megabytes; the tokenizer is trained
+once before timing starts (a pre-training spec names an existing tokenizer run).
+
+CPU:      python bench/startup.py [--mb 1]
+One GPU:  python bench/startup.py --gpu
+Cluster:  RAY_ADDRESS=HEAD:6379 python bench/startup.py   (storage must be shared: --storage)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+
+def _stamp(line: str) -> float:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _first(path: Path, needle: str) -> float | None:
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if needle in line:
+            return _stamp(line)
+    return None
+
+
+def phases(storage: Path, name: str, t0: float) -> dict:
+    """Seconds from the command's start to each phase's start, from the run's records."""
+    run, data = storage / name, storage / f"{name}-data"
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    first_step = next(datetime.fromisoformat(m["time"]).timestamp() for m in metrics if m.get("step") == 1)
+    marks = {
+        "stage started": _first(run / "run.log", f"run {name} (pretrain) started"),
+        "data preparation started": _first(data / "run.log", "(data) started"),
+        "data preparation done": _first(data / "run.log", "succeeded"),
+        "workers started": _first(run / "run.log", "Started training worker group"),
+        "first step done": first_step,
+    }
+    return {k: (round(v - t0, 1) if v is not None else None) for k, v in marks.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mb", type=float, default=1.0, help="corpus size")
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--storage", default=None)
+    args = p.parse_args()
+    forge = str(Path(sys.executable).parent / "forge")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    work = Path(tempfile.mkdtemp(prefix="forge-startup-"))
+    storage = Path(args.storage or work / "runs")
+    corpus = work / "corpus"
+    from forge_ray.demo.corpus import write_demo_data
+
+    write_demo_data(work / "demo")
+    docs = [p.read_text() for p in sorted((work / "demo" / "docs").rglob("*.md"))]
+    corpus.mkdir()
+    size, i = 0, 0
+    while size < args.mb * 1e6:
+        text = docs[i % len(docs)] + f"\n\n(copy {i // len(docs)})\n"
+        (corpus / f"doc-{i:05d}.md").write_text(text)
+        size, i = size + len(text.encode()), i + 1
+    started_ray = False
+    env = dict(os.environ)
+    if not env.get("RAY_ADDRESS"):
+        subprocess.run([ray_bin, "start", "--head", "--num-cpus", str(os.cpu_count()), "--include-dashboard=false"],
+                       check=True, capture_output=True)
+        env["RAY_ADDRESS"], started_ray = "auto", True
+    try:
+        tok = {"kind": "tokenizer", "name": "bench-tok", "vocab_size": 2048, "sources": [{"path": str(corpus)}]}
+        (work / "tok.yaml").write_text(yaml.safe_dump(tok))
+        subprocess.run([forge, "run", str(work / "tok.yaml"), "--storage", str(storage)], check=True, env=env,
+                       capture_output=True)
+        res = {"num_workers": 1, "gpus_per_worker": 1} if args.gpu else {"num_workers": 2, "cpus_per_worker": 1}
+        results = {}
+        for name in ("startup-1", "startup-2"):
+            spec = {"kind": "pretrain", "name": name, "tokenizer": "bench-tok", "model": {"preset": "tiny"},
+                    "data": [{"path": str(corpus)}], "resources": res,
+                    "train": {"max_steps": 3, "micro_batch_size": 8, "seq_len": 128, "eval_every": 3,
+                              "checkpoint_every": 0}}
+            (work / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+            t0 = time.time()
+            subprocess.run([forge, "run", str(work / f"{name}.yaml"), "--storage", str(storage)], check=True, env=env,
+                           capture_output=True)
+            results[name] = {**phases(storage, name, t0), "command done": round(time.time() - t0, 1)}
+        print(json.dumps({"corpus_mb": round(size / 1e6, 2), "documents": i, "phases_s": results}, indent=1))
+    finally:
+        if started_ray:
+            subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

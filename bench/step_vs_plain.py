@@ -1,0 +1,165 @@
+"""forge's training step against a minimal nanoGPT-style loop, same shape, same tokens, one
+process: how much the model path (transformers' Llama block, the packed-document mask, the
+objective) and the engine (DeepSpeed, the trainer's clip and bookkeeping) cost per step.
+
+The plain side is a GPT written here in ~40 lines the way nanoGPT's ``model.py`` is (fused
+QKV projection, ``scaled_dot_product_attention(is_causal=True)``, GELU MLP, tied embeddings,
+AdamW, clip): what a researcher would write by hand. The forge side is what a worker runs:
+the registry's model for the same width/depth/heads, ``CausalLMObjective`` (document mask
+from ``segment_ids``, masked cross-entropy) inside the engine from
+``forge_ray.distributed.engine.build_engine``, stepped like ``Trainer.train_step`` (clip and
+norm, one loss readback). Rows are single documents, so both compute the same attention. The
+two alternate step by step and the medians are compared: ratio = plain / forge (1.0 = no
+overhead).
+
+CPU:      python bench/step_vs_plain.py                      (nanoGPT's CPU shape: 4 × 128, 12 × 64 tokens)
+One GPU:  python bench/step_vs_plain.py --layers 12 --width 768 --batch 16 --seq-len 1024 --steps 30
+Cluster:  a one-device figure (the multi-worker cost is bench/train_overhead.py's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+        x = x + self.proj(y)
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, vocab: int, seq_len: int, layers: int, width: int, heads: int):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(seq_len, width)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, ids, targets):
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln(x))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _forge_step(args, caps):
+    """The trainer's model, objective and engine on one rank; a function doing one step."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.distributed.engine import build_engine, clip_and_norm
+    from forge_ray.models.registry import Arch, hf_config
+    from forge_ray.spec.sections import OptimSpec, TrainSpec
+    from forge_ray.train import capabilities
+    from forge_ray.train.capabilities import to_device
+    from forge_ray.train.objectives import CausalLMObjective
+
+    arch = Arch("dense", hidden_size=args.width, num_layers=args.layers, num_heads=args.heads,
+                num_kv_heads=args.heads, intermediate_size=4 * args.width, max_seq_len=args.seq_len,
+                tie_embeddings=True)
+    model = AutoModelForCausalLM.from_config(hf_config(arch, vocab_size=args.vocab), dtype=torch.float32)
+    objective = CausalLMObjective(model)
+    capabilities.apply(model, caps)
+    optim = OptimSpec(lr=1e-3, warmup_steps=0, schedule="constant")
+    train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=10**6)
+    built = build_engine(objective, optim, train, 1, caps, max_steps=train.max_steps)
+    engine = built.engine
+
+    def step(ids: torch.Tensor) -> float:
+        ones = torch.ones_like(ids)
+        batch = to_device({"input_ids": ids, "segment_ids": ones, "loss_mask": ones,
+                           "position_ids": torch.arange(ids.shape[1]).expand_as(ids)},
+                          objective.batch_keys, engine.device, caps.pin_memory)
+        loss = engine(**batch)
+        engine.backward(loss)
+        clip_and_norm(engine, objective, optim.grad_clip, built.own_clip)
+        engine.step()
+        return float(objective.logged_loss(loss))
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"), RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    import torch.distributed as dist
+
+    from forge_ray.train import capabilities
+
+    caps = capabilities.detect("auto", "auto", False)
+    dist.init_process_group(caps.backend, rank=0, world_size=1)
+    torch.manual_seed(0)
+    device = caps.device
+    plain = PlainGPT(args.vocab, args.seq_len, args.layers, args.width, args.heads).to(device)
+    opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if device == "cuda" else {}))
+
+    def plain_step(ids: torch.Tensor) -> float:
+        ids = ids.to(device)
+        with torch.autocast(device, dtype=caps.dtype, enabled=caps.precision == "bf16"):
+            loss = plain(ids[:, :-1], ids[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    forge_step, forge_params = _forge_step(args, caps)
+    g = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {"plain": [], "forge": []}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for i in range(args.warmup + args.steps):
+        # the same tokens for both: nanoGPT reads seq_len + 1 tokens for seq_len predictions
+        ids = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=g)
+        for name, fn, x in (("plain", plain_step, ids), ("forge", forge_step, ids[:, :-1].contiguous())):
+            sync()
+            t = time.perf_counter()
+            fn(x)
+            sync()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(json.dumps({"shape": {"layers": args.layers, "width": args.width, "heads": args.heads, "batch": args.batch,
+                                "seq_len": args.seq_len, "vocab": args.vocab},
+                      "device": device, "threads": torch.get_num_threads(), "steps": args.steps,
+                      "plain_ms": round(1000 * med["plain"], 2), "forge_ms": round(1000 * med["forge"], 2),
+                      "ratio_plain_over_forge": round(med["plain"] / med["forge"], 3),
+                      "params": {"plain": sum(p.numel() for p in plain.parameters()), "forge": forge_params}}))
+
+
+if __name__ == "__main__":
+    main()
