@@ -40,8 +40,7 @@ chromium:
 demo: setup
 	@test -f $(FORGE_DEMO_DATA)/harness/demo_facts_mc.yaml || $(VENV)/bin/forge demo-data $(FORGE_DEMO_DATA) --seed 0
 	$(VENV)/bin/forge run jobs/configs/demo.yaml
-	$(VENV)/bin/forge report demo-eval
-	$(VENV)/bin/forge runs
+	$(VENV)/bin/forge report demo-eval --brief
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print an eval run's summary and where its report is")
     p.add_argument("run")
+    p.add_argument("--brief", action="store_true", help="only the ranking and the scores, 80 columns wide")
     _common(p)
 
     p = sub.add_parser("ui", help="the web app: submit, jobs, arena, leaderboard (127.0.0.1 unless authenticated)")
@@ -342,8 +343,35 @@ def _cmd_report(args) -> int:
     from forge_ray import api
 
     rep = api.report(args.run, args.storage)
-    _print_json(rep["results"]) if args.json else _print_report(rep)
+    if args.json:
+        _print_json(rep["results"])
+    elif args.brief:
+        print(brief_scores(rep["results"]))
+        print(f"whole report: {rep['html']}")
+    else:
+        _print_report(rep)
     return EXIT_OK
+
+
+def brief_scores(results: dict, width: int = 80) -> str:
+    """The ranking's models, best first, with the first task's score and 95 % interval and the
+    other tasks' scores, in ``width`` columns (task names shortened from the front)."""
+    tasks = list(results["tasks"])
+    models = [r["model"] for r in results["ranking"]]
+    name_w = min(24, max(len(m) for m in models))
+    rest = max(1, (width - name_w - 20) // max(1, len(tasks) - 1)) if len(tasks) > 1 else 0
+    def cut(name: str, n: int) -> str:  # the end of a task's name tells it apart ("…two-hop")
+        return name if len(name) <= n else "…" + name[-(n - 1):]
+
+    header = f"{'model':<{name_w}} {cut(tasks[0], 18):<19}" + "".join(f"{cut(t, rest - 1):>{rest}}" for t in tasks[1:])
+    lines = [header]
+    for m in models:
+        first = results["tasks"][tasks[0]].get(m)
+        cell = f"{first['score']:.2f} [{first['ci'][0]:.2f}, {first['ci'][1]:.2f}]" if first else "—"
+        others = "".join(f"{results['tasks'][t][m]['score']:>{rest}.2f}" if m in results["tasks"][t] else f"{'—':>{rest}}"
+                         for t in tasks[1:])
+        lines.append(f"{m[:name_w]:<{name_w}} {cell:<19}{others}")
+    return "\n".join(lines)
 
 
 def _print_report(rep: dict) -> None:

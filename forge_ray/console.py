@@ -82,12 +82,24 @@ def _forward(name: str) -> None:
     lib.propagate = False
 
 
-def quiet_vendors() -> None:
-    """After ``ray.init``, in a command a person reads: Ray workers' output and Ray's own
-    driver messages into the run log instead of the terminal."""
+#: Ray's driver-side loggers that print on their own (Ray configures them when it is imported)
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def quiet_ray_driver() -> None:
+    """Before ``ray.init`` (after ``import ray``), in a command a person reads: Ray's own driver
+    messages (token auth, Ray Data notes) into the run log instead of the terminal."""
+    if _terminal and not verbose():
+        for name in RAY_LOGGERS:
+            _forward(name)
+
+
+def quiet_ray_workers() -> None:
+    """After ``ray.init``, in a command a person reads: Ray workers' output into the run log
+    (and Ray's driver loggers again: ``ray.init`` gives them a terminal handler of their own)."""
     if not _terminal or verbose():
         return
     from forge_ray.compat.ray_logs import route_worker_output
 
     route_worker_output(_worker_output)
-    _forward("ray")
+    quiet_ray_driver()

@@ -69,8 +69,11 @@ class Context:
             use_token_auth_if_available()  # before `import ray`: Ray reads the auth mode at import
         import ray
 
+        from forge_ray import console
+
         if ray.is_initialized():
             return
+        console.quiet_ray_driver()  # vendor output into run.log when a person reads the terminal
         kwargs = {"log_to_driver": True, "logging_level": logging.WARNING}
         if address:
             ray.init(address=address, **kwargs)
@@ -80,9 +83,7 @@ class Context:
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours (tqdm) is enough
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        from forge_ray.console import quiet_vendors
-
-        quiet_vendors()  # vendor output into run.log when a person reads the terminal
+        console.quiet_ray_workers()
 
     def progress(self, desc: str, total: int | None = None, unit: str = "it"):
         from tqdm.auto import tqdm
@@ -273,8 +274,9 @@ def execute(spec: StageSpec, ctx: Context, produced_earlier: set[str] = frozense
         manifest = run.succeed(result.metrics, result.outputs)
         log.info("run %s succeeded: %s", spec.name, _short(result.metrics))
         if spec.kind != "pipeline":  # one line per finished stage, for the person at the terminal
-            log.info("✓ %s (%s) in %s: %s", spec.name, spec.kind, _duration(time.monotonic() - started),
-                     _short(_headline(result.metrics), 4), extra={"console": True})
+            line = (f"✓ {spec.name} ({spec.kind}) in {_duration(time.monotonic() - started)}: "
+                    f"{_short(_headline(result.metrics), 4)}")
+            log.info("%s", line if len(line) <= 80 else line[:79] + "…", extra={"console": True})  # 80 columns
         return manifest
     except BaseException as exc:
         from forge_ray.diagnose import diagnose

@@ -119,7 +119,7 @@ def prepare(sources: list[dict], out_dir: Path, val_fraction: float, **encode) -
     counts = {}
     for split, keep in (("train", lambda r: not is_val(r)), ("val", is_val)):
         part = ds.filter(keep).map_batches(EncodeBatch, fn_constructor_kwargs=encode, batch_size=64,
-                                           concurrency=1, batch_format="numpy")
+                                           compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
         rows = part.count()
         counts[f"{split}_rows"] = rows
         if rows:
