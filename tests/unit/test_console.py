@@ -55,3 +55,21 @@ def test_library_records_are_forwarded_under_the_vendor_logger():
         console.vendor.removeHandler(keep)
     assert [(r.name, r.levelno, r.getMessage()) for r in seen] == [
         ("forge_ray.vendor", logging.WARNING, "[ray.data] Use 'expr' instead")]
+
+
+def test_the_brief_report_ranks_every_model_in_80_columns():
+    from forge_ray.cli import brief_scores
+
+    def cell(score):
+        return {"score": score, "ci": [score - 0.05, score + 0.05], "n": 190}
+
+    tasks = {"held-out-facts": {"a-long-model-name + rag": cell(0.30), "sft": cell(0.48), "random:base": cell(0.0)},
+             "held-out-two-hop": {"sft": cell(0.08), "random:base": cell(0.0), "a-long-model-name + rag": cell(0.0)},
+             "lm-eval/demo_facts_mc": {"sft": cell(0.77), "random:base": cell(0.16)}}
+    ranking = [{"model": m} for m in ("sft", "a-long-model-name + rag", "random:base")]
+    lines = brief_scores({"tasks": tasks, "ranking": ranking}).splitlines()
+    assert max(map(len, lines)) <= 80
+    assert [line.split()[0] for line in lines[1:]] == ["sft", "a-long-model-name", "random:base"]
+    assert "0.48 [0.43, 0.53]" in lines[1] and lines[1].rstrip().endswith("0.77")
+    assert lines[2].rstrip().endswith("—")  # a model a task did not score
+    assert "…two-hop" in lines[0] or "held-out-two-hop" in lines[0]
