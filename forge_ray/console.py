@@ -61,14 +61,14 @@ def terminal_handler(stream) -> logging.Handler:
 
 
 def setup_terminal() -> None:
-    """For a command a person reads (``forge run``, a job's entrypoint), once per process:
+    """For a command a person reads (``forge run``), once per process:
     forge's stage summaries and warnings on stderr; libraries' warnings into the run log
     (unless verbose). Library use (``api.run`` from Python) keeps Python's defaults."""
     global _terminal
-    forge = logging.getLogger("forge_ray")
     if _terminal:
         return
     _terminal = True
+    forge = logging.getLogger("forge_ray")
     forge.addHandler(terminal_handler(sys.stderr))
     forge.setLevel(logging.INFO)
     if not verbose():
