@@ -114,11 +114,11 @@ def deepspeed_variant(args, caps, batches, *, zero: int = 0, mode: str | None = 
     _, objective, _unused = build(args.preset, args.vocab, args.seq_len, caps)
     del _unused
     optim = OptimSpec(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
-    fused = caps.device == "cuda" if fused is None else fused
+    fused = caps.device in ("cuda", "cpu") if fused is None else fused
     optimizer = engine_factory.build_optimizer(objective, optim, offload=False, fused=fused)
     train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=args.steps + args.warmup,
                       zero_stage=zero)
-    own_clip = engine_factory.clips_itself(zero, caps.device) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
+    own_clip = engine_factory.clips_itself(zero) and mode != "deepspeed"  # DeepSpeed's bf16 wrapper clips its own copy
     config = build_ds_config(train, 1, 0.0 if own_clip else 1.0, caps.precision, mode or bf16_mode(zero))
     engine, optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer, config=config,
                                                    dist_init_required=False)

@@ -64,6 +64,52 @@ class PlainGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+class LlamaBlock(nn.Module):
+    """The architecture forge's dense models have (RMSNorm, rotary positions, SwiGLU, no
+    biases), written the nanoGPT way: one QKV and one gate-and-up projection."""
+
+    def __init__(self, width: int, heads: int, hidden: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.RMSNorm(width, eps=1e-6), nn.RMSNorm(width, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(width, 3 * width, bias=False), nn.Linear(width, width, bias=False)
+        self.gate_up, self.down = nn.Linear(width, 2 * hidden, bias=False), nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x, cos, sin):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, c // self.heads).transpose(1, 3).unbind(2)
+
+        def rotate(z):
+            z1, z2 = z.chunk(2, dim=-1)
+            return torch.cat((z1 * cos - z2 * sin, z2 * cos + z1 * sin), dim=-1)
+
+        y = F.scaled_dot_product_attention(rotate(q), rotate(k), v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+        gate, up = self.gate_up(self.ln2(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class PlainLlama(nn.Module):
+    def __init__(self, vocab: int, seq_len: int, layers: int, width: int, heads: int, hidden: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(LlamaBlock(width, heads, hidden) for _ in range(layers))
+        self.ln = nn.RMSNorm(width, eps=1e-6)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+        half = width // heads // 2
+        angles = torch.outer(torch.arange(seq_len).float(), 10000.0 ** (-torch.arange(half).float() / half))
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, ids, targets):
+        x, t = self.tok(ids), ids.shape[1]
+        for block in self.blocks:
+            x = block(x, self.cos[:t], self.sin[:t])
+        logits = self.head(self.ln(x))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _forge_step(args, caps):
     """The trainer's model, objective and engine on one rank; a function doing one step."""
     from transformers import AutoModelForCausalLM
@@ -76,7 +122,7 @@ def _forge_step(args, caps):
     from forge_ray.train.objectives import CausalLMObjective
 
     arch = Arch("dense", hidden_size=args.width, num_layers=args.layers, num_heads=args.heads,
-                num_kv_heads=args.heads, intermediate_size=4 * args.width, max_seq_len=args.seq_len,
+                num_kv_heads=args.heads, intermediate_size=args.hidden, max_seq_len=args.seq_len,
                 tie_embeddings=True)
     model = AutoModelForCausalLM.from_config(hf_config(arch, vocab_size=args.vocab), dtype=torch.float32)
     objective = CausalLMObjective(model)
@@ -108,10 +154,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--hidden", type=int, default=None,
+                   help="SwiGLU width (default 8/3 × width rounded to 8: the GPT block's parameters)")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
+    args.hidden = args.hidden or -(-8 * args.width // 3 // 8) * 8
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"), RANK="0",
@@ -124,41 +173,51 @@ def main() -> None:
     dist.init_process_group(caps.backend, rank=0, world_size=1)
     torch.manual_seed(0)
     device = caps.device
-    plain = PlainGPT(args.vocab, args.seq_len, args.layers, args.width, args.heads).to(device)
-    opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1,
-                            **({"fused": True} if device == "cuda" else {}))
-
-    def plain_step(ids: torch.Tensor) -> float:
-        ids = ids.to(device)
-        with torch.autocast(device, dtype=caps.dtype, enabled=caps.precision == "bf16"):
-            loss = plain(ids[:, :-1], ids[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
-
-    forge_step, forge_params = _forge_step(args, caps)
+    plains = {"plain_gpt": PlainGPT(args.vocab, args.seq_len, args.layers, args.width, args.heads),
+              "plain_llama": PlainLlama(args.vocab, args.seq_len, args.layers, args.width, args.heads, args.hidden)}
+    steps = {name: _plain_step(model.to(device), caps) for name, model in plains.items()}
+    steps["forge"], forge_params = _forge_step(args, caps)
     g = torch.Generator().manual_seed(0)
-    times: dict[str, list[float]] = {"plain": [], "forge": []}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for i in range(args.warmup + args.steps):
-        # the same tokens for both: nanoGPT reads seq_len + 1 tokens for seq_len predictions
+        # the same tokens for all: nanoGPT reads seq_len + 1 tokens for seq_len predictions
         ids = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=g)
-        for name, fn, x in (("plain", plain_step, ids), ("forge", forge_step, ids[:, :-1].contiguous())):
+        for name, fn in steps.items():
+            x = ids[:, :-1].contiguous() if name == "forge" else ids
             sync()
             t = time.perf_counter()
             fn(x)
             sync()
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"shape": {"layers": args.layers, "width": args.width, "heads": args.heads, "batch": args.batch,
-                                "seq_len": args.seq_len, "vocab": args.vocab},
-                      "device": device, "threads": torch.get_num_threads(), "steps": args.steps,
-                      "plain_ms": round(1000 * med["plain"], 2), "forge_ms": round(1000 * med["forge"], 2),
-                      "ratio_plain_over_forge": round(med["plain"] / med["forge"], 3),
-                      "params": {"plain": sum(p.numel() for p in plain.parameters()), "forge": forge_params}}))
+    ms = {name: round(1000 * statistics.median(v), 2) for name, v in times.items()}
+    params = {name: sum(p.numel() for p in model.parameters()) for name, model in plains.items()}
+    print(json.dumps({"shape": {"layers": args.layers, "width": args.width, "heads": args.heads, "hidden": args.hidden,
+                                "batch": args.batch, "seq_len": args.seq_len, "vocab": args.vocab},
+                      "device": device, "threads": torch.get_num_threads(), "steps": args.steps, "median_ms": ms,
+                      "ratio_plain_llama_over_forge": round(ms["plain_llama"] / ms["forge"], 3),
+                      "ratio_plain_gpt_over_forge": round(ms["plain_gpt"] / ms["forge"], 3),
+                      "params": {**params, "forge": forge_params}}))
+
+
+def _plain_step(model: nn.Module, caps):
+    """nanoGPT's step: bf16 autocast where the device has it, clip at 1, AdamW (fused where
+    torch has it for the device: the strongest plain loop, not nanoGPT's CUDA-only choice)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    device = caps.device
+
+    def step(ids: torch.Tensor) -> float:
+        ids = ids.to(device)
+        with torch.autocast(device, dtype=caps.dtype, enabled=caps.precision == "bf16"):
+            loss = model(ids[:, :-1], ids[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
 
 
 if __name__ == "__main__":

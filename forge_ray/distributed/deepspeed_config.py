@@ -4,7 +4,7 @@ Precision is a capability switch, not a fork: bf16 where the GPU supports it, fp
 (DeepSpeed's CPU accelerator with gloo); bf16 by autocast or by DeepSpeed's master weights
 depending on the ZeRO stage (``bf16_mode``). Which precision a worker runs in is its
 :mod:`~forge_ray.train.capabilities` decision; the optimizer comes from
-:mod:`forge_ray.distributed.engine` (torch AdamW, fused on CUDA, or DeepSpeed's CPU Adam when
+:mod:`forge_ray.distributed.engine` (torch AdamW, fused on CUDA and CPU, or DeepSpeed's CPU Adam when
 optimizer state is offloaded), so the config carries no optimizer section.
 """
 

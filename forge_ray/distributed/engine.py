@@ -64,8 +64,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, optim: OptimSpec, offload: bool, fused: bool = False):
-    """AdamW over :func:`param_groups`; ``fused`` (one kernel for all parameters) on CUDA;
-    DeepSpeed's CPU Adam when the optimizer state lives on the host."""
+    """AdamW over :func:`param_groups`; ``fused``: one kernel for all parameters (torch has
+    it for CUDA and, since 2.4, for CPU tensors); DeepSpeed's CPU Adam when the optimizer
+    state lives on the host."""
     groups = param_groups(model, optim.weight_decay)
     kwargs = dict(lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
     if offload:
@@ -75,14 +76,12 @@ def build_optimizer(model: nn.Module, optim: OptimSpec, offload: bool, fused: bo
     return torch.optim.AdamW(groups, **kwargs, **({"fused": True} if fused else {}))
 
 
-def clips_itself(zero_stage: int, device: str) -> bool:
-    """ZeRO-0 on CUDA: every rank holds the whole averaged gradient after ``engine.backward``,
-    so the trainer clips it there with one fused norm, which is also the logged one; DeepSpeed's
+def clips_itself(zero_stage: int) -> bool:
+    """ZeRO-0: every rank holds the whole averaged gradient after ``engine.backward``, so the
+    trainer clips it there with one fused norm, which is also the logged one; DeepSpeed's
     ZeRO-0 clip computes a norm it does not keep, and logging it took a second pass over every
-    parameter (its cost is in ``bench/RESULTS.md``). CPU ranks keep DeepSpeed's clip: the pass
-    is cheap there, and CPU runs keep the numerics of earlier versions, which the demo's small
-    recipes (and their tests) were tuned on."""
-    return zero_stage == 0 and device == "cuda"
+    parameter. ZeRO ≥ 1 partitions the gradient, so DeepSpeed clips and reports the norm."""
+    return zero_stage == 0
 
 
 def clip_and_norm(engine, objective, grad_clip: float, own_clip: bool):
@@ -108,10 +107,10 @@ def build_engine(objective: nn.Module, optim: OptimSpec, train: TrainSpec, world
     from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
 
     offload = train.offload != "none" and train.zero_stage >= 1
-    optimizer = build_optimizer(objective, optim, offload, fused=caps.device == "cuda")
+    optimizer = build_optimizer(objective, optim, offload, fused=caps.device in ("cuda", "cpu"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, max_steps)) if max_steps else None
     mode = bf16_mode(train.zero_stage) if caps.precision == "bf16" else None
-    own_clip = clips_itself(train.zero_stage, caps.device)
+    own_clip = clips_itself(train.zero_stage)
     config = build_ds_config(train, world, 0.0 if own_clip else optim.grad_clip, caps.precision, mode or "deepspeed")
     engine, _, _, scheduler = deepspeed.initialize(model=objective, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=config, dist_init_required=False)

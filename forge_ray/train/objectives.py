@@ -44,14 +44,23 @@ class Objective(Protocol):
         """Validation metrics (``val_*``) from the summed ``eval_sums``."""
 
 
-def document_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [B, 1, T, T]: 0 where query i may attend key j (same document, j ≤ i)."""
+def document_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, 1, T, T], True where query i may attend key j (same document, j ≤ i):
+    SDPA takes it as is (an additive float mask costs a fill and an add per head and layer)."""
     t = segment_ids.shape[1]
     causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=segment_ids.device))
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     allowed = same & causal & (segment_ids[:, :, None] != 0)
     allowed |= torch.eye(t, dtype=torch.bool, device=segment_ids.device)  # padding sees itself: no NaN rows
-    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)[:, None]
+    return allowed[:, None]
+
+
+def whole_documents(segment_ids: torch.Tensor) -> bool:
+    """Every row one document, no padding: plain causal attention is the document mask, and
+    the kernel's own causal path needs no mask at all. Asked of host tensors only (on a GPU
+    the question would wait for the device; there the block mask skips the work instead)."""
+    return segment_ids.device.type == "cpu" and bool((segment_ids == segment_ids[:, :1]).all()) \
+        and bool((segment_ids[:, 0] != 0).all())
 
 
 def document_block_mask(segment_ids: torch.Tensor):
@@ -174,8 +183,7 @@ def causal_logits(model, input_ids, segment_ids, position_ids, moe: bool = False
     if getattr(model.config, "_attn_implementation", None) == "flex_attention":
         mask = document_block_mask(segment_ids)
     else:
-        dtype = next(model.parameters()).dtype
-        mask = document_causal_mask(segment_ids, dtype if dtype.is_floating_point else torch.float32)
+        mask = None if whole_documents(segment_ids) else document_causal_mask(segment_ids)
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                **({"output_router_logits": True} if moe else {}))

@@ -40,7 +40,7 @@ def test_constant_schedule_after_warmup():
 
 def test_document_mask_confines_attention_to_earlier_tokens_of_the_same_document():
     seg = torch.tensor([[1, 1, 2, 2, 2, 0]])  # two packed documents, then padding
-    allowed = document_causal_mask(seg, torch.float32)[0, 0] == 0
+    allowed = document_causal_mask(seg)[0, 0]
     expected = torch.tensor([
         [1, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0],
@@ -50,7 +50,6 @@ def test_document_mask_confines_attention_to_earlier_tokens_of_the_same_document
         [0, 0, 0, 0, 0, 1],  # padding sees itself only: its softmax row is not empty (no NaN)
     ], dtype=torch.bool)
     assert torch.equal(allowed, expected)
-    assert document_causal_mask(seg, torch.bfloat16).dtype == torch.bfloat16
 
 
 def test_target_mask_never_predicts_across_documents_or_into_padding():
@@ -129,3 +128,26 @@ def test_frozen_parameters_are_left_out_of_the_optimizer():
     model[0].weight.requires_grad_(False)
     groups = param_groups(model, 0.1)
     assert [len(g["params"]) for g in groups] == [3]  # bias, norm weight and bias; no matrix left to decay
+
+
+def test_rows_of_whole_documents_skip_the_mask_and_give_the_masked_logits():
+    """One document per row, no padding: the kernel's own causal path (no mask built) computes
+    what the document mask would; packed or padded rows keep the mask."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.registry import hf_config, resolve
+    from forge_ray.spec.sections import ModelSpec
+    from forge_ray.train.objectives import causal_logits, whole_documents
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config(resolve(ModelSpec(preset="tiny")), 256, 1, 2, 0)).eval()
+    ids, pos = torch.randint(3, 256, (2, 32)), torch.arange(32).expand(2, -1)
+    whole = torch.tensor([[1] * 32, [7] * 32])
+    assert whole_documents(whole)
+    assert not whole_documents(torch.tensor([[1] * 16 + [2] * 16, [1] * 32]))
+    assert not whole_documents(torch.tensor([[1] * 30 + [0] * 2, [1] * 32]))
+    with torch.no_grad():
+        fast, _ = causal_logits(model, ids, whole, pos)
+        hidden = model.model(input_ids=ids, position_ids=pos, attention_mask=document_causal_mask(whole))
+        masked = model.lm_head(hidden.last_hidden_state[:, :-1])
+    assert torch.allclose(fast, masked, atol=1e-5)
