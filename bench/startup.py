@@ -1,8 +1,9 @@
 """Start-up to the first training step: ``forge run`` of a small pre-training spec on a Ray
 cluster that is already running, phase by phase (connect, data preparation, worker start and
 DeepSpeed, step-0 validation, first step), read from the run's own records (``run.log``,
-``metrics.jsonl``). Two runs of the same spec under different names: the second shows what
-is reused.
+``metrics.jsonl``). Three runs of one corpus under different names: the first prepares the
+data, the second reads that preparation, the third also skips the step-0 validation; then an
+empty Ray Train run with the same workers, for what Ray Train's start costs on its own.
 
 The corpus is the demo's documents repeated to ``--mb`` megabytes; the tokenizer is trained
 once before timing starts (a pre-training spec names an existing tokenizer run).
@@ -39,18 +40,38 @@ def _first(path: Path, needle: str) -> float | None:
 
 
 def phases(storage: Path, name: str, t0: float) -> dict:
-    """Seconds from the command's start to each phase's start, from the run's records."""
-    run, data = storage / name, storage / f"{name}-data"
+    """Seconds from the command's start to the end of each phase, from the run's records
+    (``run.log``: the stage's and the workers' own phase lines; ``metrics.jsonl``)."""
+    run = storage / name
+    manifest = json.loads((run / "manifest.json").read_text())
+    data = next((p for p in manifest["parents"] if p.endswith("-data")), None)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     first_step = next(datetime.fromisoformat(m["time"]).timestamp() for m in metrics if m.get("step") == 1)
     marks = {
         "stage started": _first(run / "run.log", f"run {name} (pretrain) started"),
-        "data preparation started": _first(data / "run.log", "(data) started"),
-        "data preparation done": _first(data / "run.log", "succeeded"),
-        "workers started": _first(run / "run.log", "Started training worker group"),
+        "data ready": (_first(storage / data / "run.log", "succeeded") if data == f"{name}-data"
+                       else _first(run / "run.log", "starting")),
+        "workers started (Ray Train)": _first(run / "run.log", "Started training worker group"),
+        "workers set up (model, engine, data stream)": _first(run / "run.log", "workers set up in"),
+        "step-0 validation done": _first(run / "run.log", "step-0 validation in"),
         "first step done": first_step,
     }
-    return {k: (round(v - t0, 1) if v is not None else None) for k, v in marks.items()}
+    out = {k: (round(v - t0, 1) if v is not None else None) for k, v in marks.items()}
+    return {**out, "data": "reused " + data if data != f"{name}-data" else "prepared"}
+
+
+def ray_train_floor(res: dict, storage: Path, env: dict) -> float:
+    """Seconds a TorchTrainer with the same workers takes to run an empty function on this
+    cluster: what starting any Ray Train worker group costs here, before forge does anything."""
+    code = ("import time, ray; t = time.time(); ray.init(log_to_driver=False)\n"
+            "from ray.train import RunConfig, ScalingConfig\nfrom ray.train.torch import TorchTrainer\n"
+            f"res = {res!r}\n"
+            "TorchTrainer(lambda c: None, scaling_config=ScalingConfig(num_workers=res['num_workers'], "
+            "use_gpu=bool(res.get('gpus_per_worker')), resources_per_worker={'GPU': 1} if res.get('gpus_per_worker') "
+            f"else {{'CPU': res['cpus_per_worker']}}), run_config=RunConfig(name='floor', storage_path={str(storage)!r})).fit()\n"
+            "print(time.time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
 def main() -> None:
@@ -87,17 +108,20 @@ def main() -> None:
                        capture_output=True)
         res = {"num_workers": 1, "gpus_per_worker": 1} if args.gpu else {"num_workers": 2, "cpus_per_worker": 1}
         results = {}
-        for name in ("startup-1", "startup-2"):
+        runs = (("startup-1", {}), ("startup-2", {}), ("startup-3", {"eval_at_start": False}))
+        for name, extra in runs:
             spec = {"kind": "pretrain", "name": name, "tokenizer": "bench-tok", "model": {"preset": "tiny"},
                     "data": [{"path": str(corpus)}], "resources": res,
                     "train": {"max_steps": 3, "micro_batch_size": 8, "seq_len": 128, "eval_every": 3,
-                              "checkpoint_every": 0}}
+                              "checkpoint_every": 0, **extra}}
             (work / f"{name}.yaml").write_text(yaml.safe_dump(spec))
             t0 = time.time()
             subprocess.run([forge, "run", str(work / f"{name}.yaml"), "--storage", str(storage)], check=True, env=env,
                            capture_output=True)
-            results[name] = {**phases(storage, name, t0), "command done": round(time.time() - t0, 1)}
-        print(json.dumps({"corpus_mb": round(size / 1e6, 2), "documents": i, "phases_s": results}, indent=1))
+            results[name] = {**phases(storage, name, t0), "command done": round(time.time() - t0, 1), **extra}
+        floor = ray_train_floor(res, work / "floor", env)
+        print(json.dumps({"corpus_mb": round(size / 1e6, 2), "documents": i, "phases_s": results,
+                          "ray_train_empty_fit_s": floor}, indent=1))
     finally:
         if started_ray:
             subprocess.run([ray_bin, "stop", "--force"], capture_output=True)

@@ -8,6 +8,7 @@ Writes into the run directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -15,7 +16,8 @@ from dataclasses import asdict
 import numpy as np
 
 from forge_ray.data import pipeline as P
-from forge_ray.data.sources import expand_source, fingerprint, source_dataset
+from forge_ray.data.reuse import preparation_key, source_files
+from forge_ray.data.sources import fingerprint, source_dataset
 from forge_ray.runner import Context, StageResult, input_dir
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import DataStage
@@ -25,8 +27,11 @@ DOC_COLUMNS = ["doc_id", "source", "file", "line", "text", "payload", "meta"]
 
 
 def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
-    files = [sf for i, s in enumerate(spec.sources) for sf in expand_source(s, i)]
-    run.update(fingerprints={"sources": fingerprint(files)}, input_files=len(files))
+    files = source_files(spec)
+    with contextlib.ExitStack() as stack:  # the key of this preparation, for training runs that would repeat it
+        tok_dir = stack.enter_context(input_dir(ctx, spec.tokenizer, "tokenizer")) if spec.tokenizer else None
+        key = preparation_key(spec, files, str(tok_dir) if tok_dir else None)
+    run.update(fingerprints={"sources": fingerprint(files), "prepared": key}, input_files=len(files))
     ctx.ensure_ray()
     import ray.data
 

@@ -127,6 +127,8 @@ class TrainSpec:
     activation_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     eval_every: int = opt(50, "steps between validation passes; 0 disables", ge=0)
     eval_batches: int = opt(4, "validation batches per pass", ge=1)
+    eval_at_start: bool = opt(True, "validate before the first step too: the curve's untrained baseline "
+                                    "(off: training starts sooner)")
     checkpoint_every: int = opt(50, "steps between checkpoints; 0: only at the end", ge=0)
     keep_checkpoints: int = opt(2, "checkpoints kept (the newest)", ge=1)
     max_failures: int = opt(2, "worker failures survived by restarting from the last checkpoint", ge=0)

@@ -148,9 +148,16 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         self.resumed_from = agreed or "the checkpoint Ray Train kept"
         log.info("rank %d resumed at step %d", self.rank, self.step)
-        if self.run:  # the run's own record of every (re)start of its worker group
-            self.run.append_line("run.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO forge_ray.train: worker "
-                                            f"group of {self.world} resumed at step {self.step} from {self.resumed_from}")
+        # the run's own record of every (re)start of its worker group
+        self.note(f"worker group of {self.world} resumed at step {self.step} from {self.resumed_from}")
+
+    def note(self, message: str) -> None:
+        """A phase of this run, with its time, in the run's ``run.log`` (rank 0) and as what
+        the driver's progress bar shows until the next one."""
+        if self.run:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+            self.run.append_line("run.log", f"{stamp} INFO forge_ray.train: {message}")
+            self.run.update(phase=message)
 
     def evaluate(self) -> dict:
         return evaluate(self.engine, self.objective, self.job.val_files, self.rank, self.world,
@@ -192,7 +199,9 @@ class Trainer:
         """Validation every ``eval_every`` steps and at the end, into ``metrics``."""
         every = self.train.eval_every
         if self.job.val_files and every and (self.step % every == 0 or self.step == self.train.max_steps):
+            t = time.perf_counter()
             metrics.update(self.evaluate())
+            self.note(f"validation at step {self.step} in {time.perf_counter() - t:.1f}s")
 
     def maybe_checkpoint(self, metrics: dict) -> None:
         """A sealed checkpoint (with its HF directory) every ``checkpoint_every`` steps and at the
@@ -206,10 +215,12 @@ class Trainer:
         every, last = self.train.checkpoint_every, self.step == self.train.max_steps
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": self.step}
         if last or (every and self.step % every == 0):
+            t = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="forge-ckpt-") as d:
                 write_weights(self.engine, self.objective, self.job, self.rank, Path(d) / HF_SUBDIR)  # `forge export`
                 ckpt.save(self.engine, Path(d), self.rank, self.step, self.stream.state_dict(), world=self.world)
                 ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(d))
+            self.note(f"checkpoint at step {self.step} in {time.perf_counter() - t:.1f}s")
         elif "val_loss" in metrics:
             ray.train.report(numbers)
 
@@ -221,21 +232,30 @@ class Trainer:
     def fit(self) -> None:
         from forge_ray.train.export import export_run_model
 
+        t = time.perf_counter()
         self.setup()
         self.resume()
-        if self.step == 0 and self.job.val_files and self.train.eval_every:  # the baseline later figures are read against
+        self.note(f"workers set up in {time.perf_counter() - t:.1f}s (model, engine, data stream)")
+        if self.step == 0 and self.job.val_files and self.train.eval_every and self.train.eval_at_start:
+            t = time.perf_counter()  # the baseline later figures are read against
             start = self.evaluate()
+            self.note(f"step-0 validation in {time.perf_counter() - t:.1f}s")
             if self.writer and start:
                 self.writer.log(0, start)
-        batches = iter(self.stream)
+        batches, first = iter(self.stream), self.step + 1
         while self.step < self.train.max_steps:
+            t = time.perf_counter()
             metrics = self.train_step(batches)
+            if self.step == first:
+                self.note(f"first step in {time.perf_counter() - t:.1f}s")
             self.maybe_eval(metrics)
             self.log(metrics)
             self.maybe_checkpoint(metrics)
         if self.writer:
             self.writer.close()
+        t = time.perf_counter()
         export_run_model(self.engine, self.objective, self.job, self.rank)
+        self.note(f"model exported in {time.perf_counter() - t:.1f}s")
 
 
 def train_loop_per_worker(config: dict) -> None:

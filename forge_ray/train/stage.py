@@ -20,7 +20,16 @@ import threading
 from pathlib import Path
 
 from forge_ray import faults
-from forge_ray.runner import Context, InputError, StageResult, execute, input_dir
+from forge_ray.runner import (
+    Context,
+    InputError,
+    StageResult,
+    execute,
+    input_dir,
+    input_problems,
+    resolve_source_runs,
+    source_problems,
+)
 from forge_ray.runs import RunDir
 from forge_ray.spec.stages import CleanSpec, DataStage, PretrainStage, _TrainingStage
 from forge_ray.train.job import TokenIds, TrainJob, storage_root
@@ -117,13 +126,24 @@ def _extended_tokenizer(spec: PretrainStage, tok_ref: str, tok_output: str, run:
 
 
 def _prepare_data(spec: _TrainingStage, tok_ref: str, tok_output: str, ctx: Context) -> str:
-    """Prepare the raw sources as a ``data`` run named ``<name>-data`` (resumed if done)."""
+    """Prepare the raw sources as a ``data`` run named ``<name>-data`` (resumed if done), or
+    read a data run already prepared from the same sources, tokenizer and settings."""
+    from forge_ray.data.reuse import find_prepared, preparation_key, source_files
+
     layout = {"sft": "sft", "dpo": "preference", "reward_model": "preference"}.get(spec.kind, "pretrain")
     with input_dir(ctx, tok_ref, tok_output) as tok_dir:
         data_spec = DataStage(kind="data", name=f"{spec.name}-data", seed=spec.seed, sources=spec.data,
                               tokenizer=str(tok_dir), layout=layout, seq_len=spec.train.seq_len,
                               val_fraction=spec.train.val_fraction, packing=getattr(spec, "packing", True),
                               clean=CleanSpec(near_dedup=False))
+        fresh = not ctx.storage.exists(data_spec.name)
+        if fresh and not input_problems(data_spec, ctx.storage) and not source_problems(data_spec):
+            resolved = resolve_source_runs(data_spec, ctx.storage)
+            twin = find_prepared(ctx.storage, preparation_key(resolved, source_files(resolved), str(tok_dir)))
+            if twin:
+                log.info("↺ %s reads %s: prepared from the same sources, tokenizer and settings", spec.name, twin,
+                         extra={"console": True})
+                return twin
         execute(data_spec, ctx)
     return data_spec.name
 
@@ -181,10 +201,13 @@ def _progress(run: RunDir, max_steps: int, ctx: Context):
                 rows = run.metrics()
             except (OSError, ValueError):
                 continue
-            if rows:
+            if rows and rows[-1]["step"] > 0:
                 last = rows[-1]
                 bar.n = min(int(last["step"]), max_steps)
                 bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "val_bpb", "tokens_per_s") if k in last})
+            else:  # before the first step: what the workers are doing (their phases in run.log)
+                with contextlib.suppress(OSError, ValueError):
+                    bar.set_postfix_str(run.manifest().get("phase", ""))
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
@@ -203,6 +226,8 @@ def _fit(job: TrainJob, spec: _TrainingStage, run: RunDir) -> None:
     from forge_ray.train.loop import train_loop_per_worker
 
     res = spec.resources
+    log.info("starting %d training workers", res.num_workers)
+    run.update(phase="starting workers")
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     if res.memory_per_worker_gb:
         per_worker["memory"] = res.memory_per_worker_gb * 1024**3

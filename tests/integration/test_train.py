@@ -230,6 +230,7 @@ def test_lora_sft_merges_adapters_into_the_export(base, dense, demo_data):
             "train": {"max_steps": 8, "micro_batch_size": 4, "seq_len": 64, "eval_every": 0, "checkpoint_every": 0},
             "resources": {"num_workers": 2}}
     api.run(spec, storage=str(base), show_progress=False)
+    assert "lora-data" in read_json(base / "lora" / "manifest.json")["parents"]  # another seed: its own preparation
     curve = _curve(base / "lora")
     assert curve[1] > curve[8]
     merged = load_file(base / "lora" / "model" / "model.safetensors")
@@ -253,13 +254,15 @@ def test_dpo_resumes_exactly_after_a_crash(base, dense, demo_data, tmp_path, mon
     api.run(spec, storage=str(base), show_progress=False)
     ref = _curve(base / "dpo")
     assert sorted(ref) == list(range(1, 9))
-    crashed = {**spec, "name": "dpo-crashed", "data": [], "dataset": "dpo-data"}  # the same prepared pairs
+    crashed = {**spec, "name": "dpo-crashed"}  # the same sources, tokenizer and settings: the same prepared pairs
     monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 6, "rank": 0, "marker": str(tmp_path / "m")}))
     with pytest.raises(Exception):
         api.run(crashed, storage=str(base), show_progress=False)
     monkeypatch.delenv("FORGE_FAULT_INJECT")
     api.run(crashed, storage=str(base), show_progress=False)  # resumes from the step-4 checkpoint
     assert _curve(base / "dpo-crashed") == ref
+    assert "dpo-data" in read_json(base / "dpo-crashed" / "manifest.json")["parents"]
+    assert not (base / "dpo-crashed-data").exists()  # read from the first run's preparation, not repeated
     rows = [json.loads(line) for line in (base / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["reward_margin"] == 0.0 and rows[0]["loss"] == pytest.approx(0.693147, abs=1e-5)  # π = π_ref: log 2
     assert any(r["reward_margin"] != 0.0 for r in rows[1:])  # then the policy moves away from the reference
