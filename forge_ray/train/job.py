@@ -9,6 +9,7 @@ pre-training, SFT, DPO, reward-model and VLM stages hand over the same shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +33,34 @@ class TokenIds:
     def of(cls, tokenizer) -> TokenIds:
         return cls(vocab_size=len(tokenizer), bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                    pad_id=tokenizer.pad_token_id)
+
+    @classmethod
+    def read(cls, tokenizer_dir: str | Path) -> TokenIds:
+        """The same figures read from a saved fast tokenizer's files with ``tokenizers`` alone:
+        the driver then need not import transformers (seconds of every start) to learn them.
+        A directory without ``tokenizer.json`` (a slow tokenizer) is loaded the long way."""
+        import json
+
+        d = Path(tokenizer_dir)
+        if not (d / "tokenizer.json").exists():
+            from transformers import AutoTokenizer
+
+            return cls.of(AutoTokenizer.from_pretrained(d))
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        named: dict = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins, as in transformers
+            if (d / name).exists():
+                named.update({k: v for k, v in json.loads((d / name).read_text()).items() if v is not None})
+
+        def token_id(key: str) -> int | None:
+            value = named.get(key)
+            content = value.get("content") if isinstance(value, dict) else value
+            return tok.token_to_id(content) if isinstance(content, str) else None
+
+        return cls(vocab_size=tok.get_vocab_size(with_added_tokens=True), bos_id=token_id("bos_token"),
+                   eos_id=token_id("eos_token"), pad_id=token_id("pad_token"))
 
     def as_kwargs(self) -> dict[str, int | None]:
         return {"vocab_size": self.vocab_size, "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}

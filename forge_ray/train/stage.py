@@ -53,11 +53,11 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
     with input_dir(ctx, data_run, "dataset") as train_dir, input_dir(ctx, tok_ref, tok_output) as tok_dir:
         train_files = dataset_files(str(train_dir))
         val_files = _val_files(ctx, data_run)
-        from transformers import AutoConfig, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        token_ids = TokenIds.read(tok_dir)  # (without importing transformers: seconds of every start)
         init_dir = None
         if init_ref:
+            from transformers import AutoConfig
+
             with input_dir(ctx, init_ref, "model") as d:
                 init_dir = str(d)
             config = AutoConfig.from_pretrained(init_dir, trust_remote_code=False)
@@ -66,13 +66,13 @@ def run(spec: _TrainingStage, run: RunDir, ctx: Context) -> StageResult:
             arch = registry.resolve(spec.model)
         pairs = spec.kind in ("dpo", "reward_model")  # a row is two sequences: chosen and rejected
         gpu = spec.resources.gpus_per_worker > 0  # bf16 activations and a fused attention kernel there
-        est = registry.estimate(arch, len(tokenizer), spec.train.seq_len, spec.train.micro_batch_size * (1 + pairs),
+        est = registry.estimate(arch, token_ids.vocab_size, spec.train.seq_len, spec.train.micro_batch_size * (1 + pairs),
                                 spec.resources.num_workers, spec.train.activation_checkpointing,
                                 bytes_per_act=2 if gpu and spec.train.precision != "fp32" else 4,
                                 frozen_copies=int(spec.kind == "dpo"), fused_attention=gpu)
         check_fits(est, spec)
         job = TrainJob(spec=spec, storage=storage_root(ctx), train_files=train_files, val_files=val_files,
-                       tokenizer_dir=str(tok_dir), token_ids=TokenIds.of(tokenizer), arch=arch,
+                       tokenizer_dir=str(tok_dir), token_ids=token_ids, arch=arch,
                        flops_per_token=est.flops_per_token, init_model_dir=init_dir,
                        train_dir=_train_dir_for_resume(run), vocab_pieces=pieces, fault=faults.planned())
         run.update(estimate=est.to_json())  # precision: each worker records what its device chose
