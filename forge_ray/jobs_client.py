@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from forge_ray.spec.typed import Problem, SpecError
@@ -20,11 +19,10 @@ class RayJobs:
 
 
 def auth_headers() -> dict[str, str]:
-    """Bearer token for Ray's token authentication, from the places Ray itself looks."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    if not token and os.path.exists(path):
-        token = Path(path).read_text().strip()
+    """Bearer token for Ray's token authentication (the one the runner turns token mode on for)."""
+    from forge_ray.runner import ray_auth_token
+
+    token = ray_auth_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -91,11 +91,20 @@ class Context:
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.show_progress, leave=False)
 
 
+def ray_auth_token() -> str | None:
+    """Ray's token for token authentication, from where Ray itself looks (``$RAY_AUTH_TOKEN``,
+    then ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); an empty file is no token."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if not token and os.path.exists(path):
+        token = Path(path).read_text().strip()
+    return token or None
+
+
 def use_token_auth_if_available() -> None:
     """Ray 2.60 sends its auth token to an explicitly addressed cluster only when
     ``RAY_AUTH_MODE=token``; turn that on when a token exists and the user chose no mode."""
-    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_path)):
+    if "RAY_AUTH_MODE" not in os.environ and ray_auth_token():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
