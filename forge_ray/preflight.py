@@ -128,13 +128,21 @@ def _raw_input_problems(raw: dict, store: Storage) -> list[Problem]:
 
 
 def _placement_problems(stage, address: str | None = None) -> list[Problem]:
-    """Workers no node of the cluster can hold, when there is a cluster to ask: the connected
+    """Workers no node of the cluster can hold (and RL roles that ask for more CPUs than the
+    whole cluster has), when there is a cluster to ask: the connected
     Ray, or the one at ``address`` / ``$RAY_ADDRESS`` (read through its state API, no driver
     started). Without one, placement is checked when the run starts."""
     from forge_ray.train.preflight import cluster_nodes, resource_problems
 
     nodes = cluster_nodes(address)
-    return resource_problems(stage.resources, nodes) if nodes else []
+    if not nodes:
+        return []
+    problems = resource_problems(stage.resources, nodes)
+    if stage.kind == "rl" and stage.engine != "openrlhf":  # every role's CPUs, not the policy's alone
+        from forge_ray.rl.placement import room_problems
+
+        problems += room_problems(stage, nodes)
+    return problems
 
 
 def _size_check(stage, store: Storage) -> tuple[dict, Problem | None]:

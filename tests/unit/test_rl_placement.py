@@ -99,3 +99,18 @@ def test_a_run_that_asks_for_more_cpus_than_the_cluster_has_is_refused_role_by_r
     assert room_problems(rl(colocate={"all": True}, resources={"num_workers": 2, "cpus_per_worker": 1}),
                          two_cpus) == []
     assert room_problems(too_big, []) == []  # no cluster to ask: nothing to say
+
+
+def test_forge_validate_refuses_rl_roles_the_cluster_cannot_hold(monkeypatch, tmp_path):
+    """`forge validate` (and the UI/MCP that call it) says before submission what the run's
+    start would: the roles' CPUs against the cluster's (the cluster read is the boundary here)."""
+    from forge_ray import preflight
+    from forge_ray.train import preflight as train_preflight
+
+    monkeypatch.setattr(train_preflight, "cluster_nodes", lambda address=None: [{"CPU": 2.0}])
+    spec = {**BASE, "resources": {"num_workers": 2, "cpus_per_worker": 0.5}, "reference_cpus": 0.25}
+    report = preflight.validate(spec, storage=str(tmp_path), check_inputs=False)
+    assert not report.ok
+    assert [e["path"] for e in report.errors] == ["resources"] and "2.25 CPUs" in report.errors[0]["message"]
+    fits = {**spec, "rollout": {"cpus_per_engine": 0.5}}
+    assert preflight.validate(fits, storage=str(tmp_path), check_inputs=False).ok
