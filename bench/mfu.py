@@ -78,7 +78,7 @@ def build(preset: str, vocab: int, seq_len: int, caps):
     capabilities.apply(model, caps)
     objective = CausalLMObjective(model, None, arch.router_aux_loss_coef if arch.arch == "moe" else 0.0,
                                   arch.router_z_loss_coef if arch.arch == "moe" else 0.0)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, fused=caps.device == "cuda")
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, fused=caps.device in ("cuda", "cpu"))  # as forge's
     return arch, objective, optimizer
 
 

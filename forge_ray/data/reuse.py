@@ -4,8 +4,9 @@ same corpus starts training instead of re-cleaning and re-tokenising it.
 A training stage with raw ``data`` sources prepares them as its own ``<name>-data`` run. The
 key of a preparation is everything its output depends on: the data spec without its name,
 the sources' content fingerprint (relative path, size and a hash of each file's first MiB,
-as in the run's lineage), and the tokenizer's files by content (its path differs per run
-and per fetch). A succeeded ``data`` run in the same storage with the same key holds the
+as in the run's lineage) and, for local files, their paths and modification times (an edit
+past the first MiB is seen too), and the tokenizer's files by content (its path differs per
+run and per fetch). A succeeded ``data`` run in the same storage with the same key holds the
 same rows (preparation is ordered and seeded), so the training run reads that one.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 from forge_ray.data.sources import SourceFile, expand_source, fingerprint
@@ -43,6 +45,9 @@ def preparation_key(spec: DataStage, files: list[SourceFile], tokenizer_dir: str
     nameless = dataclasses.replace(spec, name="prepared", tokenizer="sha256:" + _tokenizer_digest(tokenizer_dir))
     h = hashlib.sha256(spec_to_yaml(nameless).encode())
     h.update(fingerprint(files).encode())
+    for sf in sorted(files, key=lambda f: f.path):  # a local file edited since is prepared anew, whatever changed
+        if "://" not in sf.path:
+            h.update(f"{sf.path}\0{os.stat(sf.path).st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

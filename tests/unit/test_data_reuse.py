@@ -1,10 +1,11 @@
 """The key under which prepared data is found again: the same for the same inputs whatever
-the run's name or where the tokenizer was fetched to; different when a source file, the
-tokenizer's files or a preparation setting differ."""
+the run's name or where the tokenizer was fetched to; different when a source file (its
+content or its modification time), the tokenizer's files or a preparation setting differ."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 
 from forge_ray.data.reuse import find_prepared, preparation_key, source_files
@@ -45,6 +46,9 @@ def test_the_key_changes_with_a_source_file_the_tokenizer_or_a_setting(tmp_path)
     (docs / "b.md").write_text("gamma " * 50)  # same size, other content
     edited = _key(spec, tok)
     assert edited != before
+    os.utime(docs / "a.md", ns=(1, 1))  # touched (an edit past the first MiB looks like this)
+    assert _key(spec, tok) != edited
+    edited = _key(spec, tok)
     (tok / "tokenizer.json").write_text('{"model": 2}')
     assert _key(spec, tok) != edited
 
