@@ -8,8 +8,8 @@ empty Ray Train run with the same workers, for what Ray Train's start costs on i
 The corpus is the demo's documents repeated to ``--mb`` megabytes; the tokenizer is trained
 once before timing starts (a pre-training spec names an existing tokenizer run).
 
-CPU:      python bench/startup.py [--mb 1]
-One GPU:  python bench/startup.py --gpu
+CPU:      python bench/startup.py [--mb 1] [--workers 1]
+One GPU:  python bench/startup.py --gpu --workers 1
 Cluster:  RAY_ADDRESS=HEAD:6379 python bench/startup.py   (storage must be shared: --storage)
 """
 
@@ -78,6 +78,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=1.0, help="corpus size")
     p.add_argument("--gpu", action="store_true")
+    p.add_argument("--workers", type=int, default=2, help="training workers (CPU: the machine's cores shared)")
     p.add_argument("--storage", default=None)
     args = p.parse_args()
     forge = str(Path(sys.executable).parent / "forge")
@@ -106,7 +107,8 @@ def main() -> None:
         (work / "tok.yaml").write_text(yaml.safe_dump(tok))
         subprocess.run([forge, "run", str(work / "tok.yaml"), "--storage", str(storage)], check=True, env=env,
                        capture_output=True)
-        res = {"num_workers": 1, "gpus_per_worker": 1} if args.gpu else {"num_workers": 2, "cpus_per_worker": 1}
+        res = ({"num_workers": args.workers, "gpus_per_worker": 1} if args.gpu else
+               {"num_workers": args.workers, "cpus_per_worker": (os.cpu_count() or 2) / args.workers})
         results = {}
         runs = (("startup-1", {}), ("startup-2", {}), ("startup-3", {"eval_at_start": False}))
         for name, extra in runs:
