@@ -70,6 +70,13 @@ def test_dense_loss_falls_well_beyond_noise(dense):
     assert m["metrics"]["val_bpb"] == val[2]["val_bpb"] and m["metrics"]["start_val_bpb"] == val[0]["val_bpb"]
     assert m["estimate"]["params"] == m["metrics"]["params"]
     assert list((dense / "tensorboard").glob("events.*"))
+    # every phase of the workers' run, in order, with its time (what the UI's log tail shows)
+    phases = [line.split("forge_ray.train: ", 1)[1] for line in (dense / "run.log").read_text().splitlines()
+              if " INFO forge_ray.train: " in line]
+    expected = ["starting 2 training workers", "workers set up in", "step-0 validation in", "first step in",
+                "checkpoint at step 8 in", "validation at step 12 in", "checkpoint at step 16 in",
+                "validation at step 24 in", "checkpoint at step 24 in", "model exported in"]
+    assert [next((e for e in expected if ph.startswith(e)), ph) for ph in phases] == expected, phases
 
 
 def test_checkpoints_keep_the_last_two_with_integrity_records(dense):
