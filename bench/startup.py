@@ -1,9 +1,9 @@
 """Start-up to the first training step: ``forge run`` of a small pre-training spec on a Ray
 cluster that is already running, phase by phase (connect, data preparation, worker start and
-DeepSpeed, step-0 validation, first step), read from the run's own records (``run.log``,
-``metrics.jsonl``). Three runs of one corpus under different names: the first prepares the
-data, the second reads that preparation, the third also skips the step-0 validation; then an
-empty Ray Train run with the same workers, for what Ray Train's start costs on its own.
+DeepSpeed, step-0 validation, first step), read from the run's own ``run.log``. Three runs
+of one corpus under different names: the first prepares the data, the second reads that
+preparation, the third also skips the step-0 validation; then an empty Ray Train run with the
+same workers, for what Ray Train's start costs on its own.
 
 The corpus is the demo's documents repeated to ``--mb`` megabytes; the tokenizer is trained
 once before timing starts (a pre-training spec names an existing tokenizer run).
@@ -40,13 +40,11 @@ def _first(path: Path, needle: str) -> float | None:
 
 
 def phases(storage: Path, name: str, t0: float) -> dict:
-    """Seconds from the command's start to the end of each phase, from the run's records
-    (``run.log``: the stage's and the workers' own phase lines; ``metrics.jsonl``)."""
+    """Seconds from the command's start to the end of each phase, from the run's own
+    ``run.log`` (the stage's and the workers' phase lines, to the millisecond)."""
     run = storage / name
     manifest = json.loads((run / "manifest.json").read_text())
     data = next((p for p in manifest["parents"] if p.endswith("-data")), None)
-    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    first_step = next(datetime.fromisoformat(m["time"]).timestamp() for m in metrics if m.get("step") == 1)
     marks = {
         "stage started": _first(run / "run.log", f"run {name} (pretrain) started"),
         "data ready": (_first(storage / data / "run.log", "succeeded") if data == f"{name}-data"
@@ -54,7 +52,7 @@ def phases(storage: Path, name: str, t0: float) -> dict:
         "workers started (Ray Train)": _first(run / "run.log", "Started training worker group"),
         "workers set up (model, engine, data stream)": _first(run / "run.log", "workers set up in"),
         "step-0 validation done": _first(run / "run.log", "step-0 validation in"),
-        "first step done": first_step,
+        "first step done": _first(run / "run.log", "first step in"),  # (metrics.jsonl's times are whole seconds)
     }
     out = {k: (round(v - t0, 1) if v is not None else None) for k, v in marks.items()}
     return {**out, "data": "reused " + data if data != f"{name}-data" else "prepared"}
