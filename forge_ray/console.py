@@ -21,6 +21,8 @@ def verbose() -> bool:
 
 
 def _worker_output(batch: dict) -> None:
+    if batch.get("pid") == "autoscaler" and not verbose():
+        return  # Ray's cluster status, every few seconds, on a cluster from `ray start`: in Ray's monitor.log
     who = batch.get("actor_name") or batch.get("task_name") or "worker"
     level = logging.WARNING if batch.get("is_err") else logging.INFO
     for line in batch.get("lines", []):

@@ -24,6 +24,8 @@ def test_worker_output_reaches_the_run_log_and_not_the_terminal(tmp_path):
     try:
         console._worker_output({"lines": ["[WARNING] [real_accelerator.py:213] Setting accelerator to CPU", ""],
                                 "pid": 41, "actor_name": "RayTrainWorker", "is_err": True})
+        console._worker_output({"lines": ["======== Autoscaler status: 2026-12-02 01:08:30 ========"],
+                                "pid": "autoscaler", "is_err": False})  # every 5 s: Ray's monitor.log has it
         logging.getLogger("forge_ray.train").info("rank 0 resumed at step 3")  # forge's own detail: the log only
         logging.getLogger("forge_ray").info("✓ r (pretrain) in 12s: loss=1.2", extra={"console": True})
         logging.getLogger("forge_ray.train").warning("checkpoint list cut short; moved aside")
@@ -38,6 +40,7 @@ def test_worker_output_reaches_the_run_log_and_not_the_terminal(tmp_path):
     assert "(RayTrainWorker pid=41) [WARNING] [real_accelerator.py:213] Setting accelerator to CPU" in log
     assert "rank 0 resumed at step 3" in log and "run r failed: boom" in log
     assert log.count("RayTrainWorker") == 1  # the empty line is dropped
+    assert "Autoscaler status" not in log
 
 
 def test_library_records_are_forwarded_under_the_vendor_logger():
