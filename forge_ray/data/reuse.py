@@ -37,14 +37,16 @@ def _tokenizer_digest(path: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def preparation_key(spec: DataStage, files: list[SourceFile], tokenizer_dir: str | None) -> str:
+def preparation_key(spec: DataStage, files: list[SourceFile], tokenizer_dir: str | None,
+                    sources_fingerprint: str | None = None) -> str:
     """What a preparation's output depends on (``spec``'s sources resolved; ``tokenizer_dir``:
-    its tokenizer fetched into a local directory, None without one)."""
+    its tokenizer fetched into a local directory, None without one; ``sources_fingerprint``:
+    :func:`fingerprint` of ``files`` when the caller has it already, so they are read once)."""
     from forge_ray.spec.load import spec_to_yaml
 
     nameless = dataclasses.replace(spec, name="prepared", tokenizer="sha256:" + _tokenizer_digest(tokenizer_dir))
     h = hashlib.sha256(spec_to_yaml(nameless).encode())
-    h.update(fingerprint(files).encode())
+    h.update((sources_fingerprint or fingerprint(files)).encode())
     for sf in sorted(files, key=lambda f: f.path):  # a local file edited since is prepared anew, whatever changed
         if "://" not in sf.path:
             h.update(f"{sf.path}\0{os.stat(sf.path).st_mtime_ns}\n".encode())

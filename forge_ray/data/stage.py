@@ -28,10 +28,11 @@ DOC_COLUMNS = ["doc_id", "source", "file", "line", "text", "payload", "meta"]
 
 def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     files = source_files(spec)
+    sources = fingerprint(files)
     with contextlib.ExitStack() as stack:  # the key of this preparation, for training runs that would repeat it
         tok_dir = stack.enter_context(input_dir(ctx, spec.tokenizer, "tokenizer")) if spec.tokenizer else None
-        key = preparation_key(spec, files, str(tok_dir) if tok_dir else None)
-    run.update(fingerprints={"sources": fingerprint(files), "prepared": key}, input_files=len(files))
+        key = preparation_key(spec, files, str(tok_dir) if tok_dir else None, sources)
+    run.update(fingerprints={"sources": sources, "prepared": key}, input_files=len(files))
     ctx.ensure_ray()
     import ray.data
 
