@@ -34,6 +34,12 @@ up() {
     *) echo "unknown option $1" >&2; exit 2;;
   esac; done
   mkdir -p "$STATE"
+  if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
+    # token mode needs a token: make one where Ray looks (as `ray get-auth-token --generate` does)
+    token_file="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
+    mkdir -p "$(dirname "$token_file")" && (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$token_file")
+    echo "generated a Ray auth token in $token_file (clients of this cluster need it)"
+  fi
   "$RAY" start --head --port="$PORT" --node-ip-address=127.0.0.1 --num-cpus=0 --resources="{\"head\": 1, \"forge_driver\": $drivers}" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD" --include-dashboard=true --disable-usage-stats \
     --ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)" >"$STATE/head.log" 2>&1

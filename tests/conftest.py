@@ -25,6 +25,26 @@ REPO = Path(__file__).resolve().parents[1]
 # Ray 2.60 clusters use token auth and Ray reads the mode once, at import: set it before any
 # test imports ray, so this process and the CLIs it starts can join the session's cluster.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _session_auth_token() -> None:
+    """A machine that has never made a Ray token (a fresh CI box) gets one for this session,
+    in a private temporary file every process started from here reads (``RAY_AUTH_TOKEN_PATH``)
+    — without it ``ray start`` refuses to start in token mode. The user's own token, where
+    there is one, is used as it is; nothing is written into ``~/.ray``."""
+    import secrets
+    import tempfile
+
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or (os.path.exists(path) and Path(path).read_text().strip()):
+        return
+    token_file = Path(tempfile.mkdtemp(prefix="forge-test-ray-")) / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+
+
+_session_auth_token()
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -55,16 +75,26 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A head node on loopback: ``{"gcs": "127.0.0.1:P", "dashboard": "http://127.0.0.1:D"}``."""
-    gcs_port, dash_port = _free_port(), _free_port()
+    """A head node on loopback: ``{"gcs": "127.0.0.1:P", "dashboard": "http://127.0.0.1:D"}``.
+    A start that fails (a port picked here taken by the time Ray binds it) is retried on new
+    ports; the last failure is reported with Ray's own words."""
     ray = str(VENV_BIN / "ray")
-    cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true",
-           "--disable-usage-stats"]
     # the venv's python first on PATH, as on a cluster image: job entrypoints run `python`
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with time_limits.limited(180) as limit_s:  # measured 4.2 s on a clean clone
-        subprocess.run(cmd, check=True, capture_output=True, timeout=limit_s, env=env)
+    for attempt in range(3):
+        gcs_port, dash_port = _free_port(), _free_port()
+        cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true",
+               "--disable-usage-stats"]
+        with time_limits.limited(180) as limit_s:  # measured 4.2 s on a clean clone
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, env=env)
+        if done.returncode == 0 and gcs_port != dash_port:
+            break
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        if attempt == 2:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            pytest.fail(f"`ray start --head` failed 3 times (exit {done.returncode}); the last output:\n{tail}",
+                        pytrace=False)
     info = {"gcs": f"127.0.0.1:{gcs_port}", "dashboard": f"http://127.0.0.1:{dash_port}"}
     _wait_for_jobs_api(info["dashboard"])
     yield info
