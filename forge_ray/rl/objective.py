@@ -3,8 +3,11 @@ every other objective: the policy's clipped surrogate (+ KL loss term, − entro
 the critic's clipped value loss. The maths lives in :mod:`forge_ray.rl.algos.losses`.
 
 A batch holds the packed rollouts (``sequences``, ``attention_mask``, ``response_mask``)
-and what the controller computed once per rollout: ``old_logp`` (the sampling policy),
-``ref_logp`` (the frozen reference), ``advantages``; for the critic ``old_values`` and
+and what the controller computed once per rollout: ``old_logp`` (the policy before this
+update), ``ref_logp`` (the frozen reference), ``advantages``, ``is_weights`` (importance
+weights for the rollout engine's own distribution: ones unless a correction is on) and
+``loss_mask`` (the response tokens the policy loss counts: all of them, less truncated
+samples or masked-IS tokens when those options are on); for the critic ``old_values`` and
 ``returns`` — all on the targets axis ``[B, L-1]``.
 """
 
@@ -23,12 +26,15 @@ from forge_ray.rl.experience import token_logps
 class PolicyLoss:
     """The policy objective's settings, from the RL spec (see :class:`PolicyObjective`)."""
 
+    kind: str = "ppo"  # a key of losses.POLICY_LOSSES
     clip_eps: float = 0.2
     clip_eps_high: float | None = None
+    dual_clip: float | None = None
     kl_loss_coef: float = 0.0
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
     aggregation: str = "token-mean"
+    norm_length: float | None = None  # seq-mean-token-sum-norm's constant (max_new_tokens)
 
 
 @dataclass(frozen=True)
@@ -40,27 +46,24 @@ class CriticLoss:
 
 
 class PolicyObjective(nn.Module):
-    batch_keys = ("sequences", "attention_mask", "response_mask", "old_logp", "ref_logp", "advantages")
+    batch_keys = ("sequences", "attention_mask", "loss_mask", "old_logp", "ref_logp", "advantages", "is_weights")
 
-    def __init__(self, model: nn.Module, clip_eps: float = 0.2, clip_eps_high: float | None = None,
-                 kl_loss_coef: float = 0.0, kl_estimator: str = "k3", entropy_coef: float = 0.0,
-                 aggregation: str = "token-mean"):
+    def __init__(self, model: nn.Module, loss: PolicyLoss = PolicyLoss()):
         super().__init__()
-        self.model = model
-        self.clip_eps, self.clip_eps_high = clip_eps, clip_eps_high
-        self.kl_loss_coef, self.kl = kl_loss_coef, KL_ESTIMATORS[kl_estimator]
-        self.entropy_coef, self.aggregation = entropy_coef, aggregation
+        self.model, self.loss = model, loss
+        self.kl = KL_ESTIMATORS[loss.kl_estimator]
         self.stats: dict = {}
 
-    def forward(self, sequences, attention_mask, response_mask, old_logp, ref_logp, advantages):
+    def forward(self, sequences, attention_mask, loss_mask, old_logp, ref_logp, advantages, is_weights):
+        c = self.loss
         logp, ent = token_logps(self.model, sequences, attention_mask, return_entropy=True)
-        loss, info = policy_loss(logp, old_logp, advantages, response_mask, self.clip_eps, self.clip_eps_high,
-                                 self.aggregation)
-        kl = aggregate(self.kl(logp, ref_logp), response_mask, self.aggregation)
-        mean_entropy = aggregate(ent, response_mask, self.aggregation)
-        total = loss + self.kl_loss_coef * kl - self.entropy_coef * mean_entropy
-        self.stats = {"policy_loss": loss.detach(), "kl": kl.detach(), "entropy": mean_entropy.detach(),
-                      "clip_frac": info["clip_frac"], "approx_kl": info["approx_kl"]}
+        loss, info = policy_loss(logp, old_logp, advantages, loss_mask, c.clip_eps, c.clip_eps_high, c.aggregation,
+                                 kind=c.kind, dual_clip=c.dual_clip, is_weights=is_weights,
+                                 norm_length=c.norm_length)
+        kl = aggregate(self.kl(logp, ref_logp), loss_mask, c.aggregation, c.norm_length)
+        mean_entropy = aggregate(ent, loss_mask, c.aggregation, c.norm_length)
+        total = loss + c.kl_loss_coef * kl - c.entropy_coef * mean_entropy
+        self.stats = {"policy_loss": loss.detach(), "kl": kl.detach(), "entropy": mean_entropy.detach(), **info}
         return total
 
 

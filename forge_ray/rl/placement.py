@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from forge_ray.rl.algos import ALGORITHMS
 from forge_ray.spec.stages import RLStage
 
 
@@ -31,7 +32,7 @@ def crowd(spec: RLStage) -> int:
     co = spec.colocate
     if co.all:
         engines_on_0 = math.ceil(spec.rollout.num_engines / spec.resources.num_workers)
-        return 2 + (spec.algo == "ppo") + engines_on_0 + bool(spec.reward_model)
+        return 2 + ALGORITHMS[spec.algo].critic + engines_on_0 + bool(spec.reward_model)
     return 2 if co.policy_reference else 1
 
 
@@ -44,7 +45,7 @@ def cpu_demand(spec: RLStage) -> dict[str, float]:
         return {"policy and every colocated role (resources)": group}
     demand = {"policy (resources.num_workers × cpus_per_worker)": group,
               "rollout engines (rollout.num_engines × cpus_per_engine)": r.num_engines * r.cpus_per_engine}
-    if spec.algo == "ppo":
+    if ALGORITHMS[spec.algo].critic:
         demand["critic (resources)"] = group
     if not co.policy_reference:
         demand["reference (reference_cpus)"] = spec.reference_cpus
@@ -81,16 +82,16 @@ def build_roles(spec: RLStage, policy_dir: str, reward_model_dir: str | None):
     import ray
 
     from forge_ray.rl import rewards
-    from forge_ray.rl.algos import ALGORITHMS
     from forge_ray.rl.controller import Roles
     from forge_ray.rl.objective import CriticLoss, PolicyLoss
     from forge_ray.rl.workers import ActorGroup, Bundles, ReferenceWorker, TrainableRole, TrainableWorker
     from forge_ray.spec.sections import TrainSpec
 
     algo, res, co = ALGORITHMS[spec.algo], spec.resources, spec.colocate
-    loss = PolicyLoss(clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
-                      kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef, kl_estimator=spec.kl_estimator,
-                      entropy_coef=spec.entropy_coef, aggregation=spec.loss_aggregation)
+    loss = PolicyLoss(kind=spec.policy_loss, clip_eps=spec.clip_eps, clip_eps_high=spec.clip_eps_high,
+                      dual_clip=spec.dual_clip, kl_loss_coef=0.0 if algo.kl_in_reward else spec.kl_coef,
+                      kl_estimator=spec.kl_estimator, entropy_coef=spec.entropy_coef,
+                      aggregation=spec.loss_aggregation, norm_length=spec.rollout.max_new_tokens)
     job = TrainableRole(role="policy", model_dir=policy_dir, optim=spec.optim, loss=loss, seed=spec.seed,
                         train=TrainSpec(zero_stage=0, micro_batch_size=spec.micro_batch_size),
                         threads=int(max(1, res.cpus_per_worker)))

@@ -197,7 +197,7 @@ def _build_objective(job: TrainableRole):
 
     load = dict(use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
     if job.role == "policy":
-        return PolicyObjective(AutoModelForCausalLM.from_pretrained(job.model_dir, **load), **asdict(job.loss))
+        return PolicyObjective(AutoModelForCausalLM.from_pretrained(job.model_dir, **load), job.loss)
     if job.role == "critic":  # the policy's backbone with a fresh one-label value head per token
         model = AutoModelForTokenClassification.from_pretrained(job.model_dir, num_labels=1, **load)
         return CriticObjective(model, **asdict(job.loss))

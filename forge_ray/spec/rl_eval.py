@@ -1,5 +1,5 @@
-"""The specs of the stages after training: reinforcement learning (``rl``) and evaluation
-(``eval``). Re-exported by :mod:`forge_ray.spec.stages` with every other kind."""
+"""The spec of the evaluation stage (``eval``); the RL stage's is in :mod:`forge_ray.spec.rl`.
+Re-exported by :mod:`forge_ray.spec.stages` with every other kind."""
 
 from __future__ import annotations
 
@@ -8,113 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from forge_ray.spec.base import StageSpec
-from forge_ray.spec.sections import OptimSpec, ResourcesSpec, SourceSpec
+from forge_ray.spec.sections import SourceSpec
 from forge_ray.spec.typed import opt
-
-# ---------------------------------------------------------------------------- RL
-
-
-@dataclass(kw_only=True)
-class RolloutSpec:
-    """How responses are sampled."""
-
-    backend: Literal["auto", "vllm", "hf"] = opt("auto", "auto: vLLM when installed, else HF generate")
-    num_engines: int = opt(1, "rollout engines (actors)", ge=1)
-    tensor_parallel: int = opt(1, "GPUs one engine spans (vLLM tensor parallelism; needs gpus_per_engine: 1)", ge=1)
-    n_samples: int = opt(4, "responses per prompt", ge=1)
-    temperature: float = opt(1.0, "sampling temperature", ge=0)
-    top_p: float = opt(1.0, "nucleus sampling", gt=0, le=1)
-    max_new_tokens: int = opt(32, "longest response", ge=1)
-    stop: list[str] = opt([], "stop strings")
-    cpus_per_engine: float = opt(1.0, "CPUs per engine actor (fractions allowed)", gt=0)
-    gpus_per_engine: float = opt(0.0, "GPUs per engine actor (per tensor-parallel rank)", ge=0)
-
-
-@dataclass(kw_only=True)
-class ColocateSpec:
-    """Roles that share resources instead of each taking their own (OpenRLHF's colocation).
-    Colocated actors split their bundle's CPUs/GPUs equally."""
-
-    policy_reference: bool = opt(False, "the reference runs on the policy's rank-0 bundle")
-    critic_reward: bool = opt(False, "the reward model runs on the critic's rank-0 bundle (PPO)")
-    all: bool = opt(False, "every role, rollout engines included, on the policy's bundles "
-                           "(on GPUs vLLM sleeps while the policy trains)")
-
-
-@dataclass(kw_only=True)
-class RLStage(StageSpec):
-    """Reinforcement learning of a policy with PPO, GRPO or REINFORCE++."""
-
-    KIND: ClassVar[str] = "rl"
-    INPUTS: ClassVar[tuple[str, ...]] = ("policy", "reward_model")
-    policy: str = opt(help="run whose model is the initial policy (and reference)")
-    algo: Literal["ppo", "grpo", "rloo", "reinforce++"] = opt("grpo", "algorithm")
-    prompts: list[SourceSpec] = opt(help="prompts (format prompt_answer)")
-    eval_fraction: float = opt(0.2, "share of prompts held out to measure reward", ge=0, lt=1)
-    reward_model: str | None = opt(None, "reward-model run")
-    reward_funcs: list[str] = opt(["normalized_match"], "reward functions: built-in names or module:function")
-    reward_weights: list[float] = opt([], "weight per reward (default 1 each; the reward model is last)")
-    rollout: RolloutSpec = opt(default_factory=RolloutSpec, help="sampling")
-    kl_coef: float = opt(0.01, "KL penalty to the reference (in the reward or as a loss term, by algo)", ge=0)
-    kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator for the loss term")
-    entropy_coef: float = opt(0.0, "entropy bonus", ge=0)
-    clip_eps: float = opt(0.2, "policy-ratio clip", gt=0)
-    clip_eps_high: float | None = opt(None, "upper ratio clip (default: clip_eps)", gt=0)
-    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = opt(
-        "token-mean", "how token losses are averaged")
-    gamma: float = opt(1.0, "discount", gt=0, le=1)
-    lam: float = opt(0.95, "GAE lambda (PPO)", ge=0, le=1)
-    epochs: int = opt(1, "policy passes over each rollout batch", ge=1)
-    micro_batch_size: int = opt(8, "sequences per policy forward", ge=1)
-    prompts_per_step: int = opt(8, "prompts per RL step", ge=1)
-    max_steps: int = opt(20, "RL steps", ge=1)
-    eval_every: int = opt(5, "steps between held-out reward measurements (0: only at start and end)", ge=0)
-    eval_samples: int = opt(4, "held-out reward is also measured on this many samples per prompt at the rollout "
-                               "temperature (the policy RL optimises; fixed seeds); 0: greedy only", ge=0)
-    checkpoint_every: int = opt(5, "steps between checkpoints (0: only at the end)", ge=0)
-    optim: OptimSpec = opt(default_factory=lambda: OptimSpec(lr=1e-5, warmup_steps=0), help="policy optimiser")
-    resources: ResourcesSpec = opt(default_factory=ResourcesSpec, help="policy (and critic) workers")
-    reference_cpus: float = opt(0.5, "CPUs of the reference actor (it only scores)", gt=0)
-    colocate: ColocateSpec = opt(default_factory=ColocateSpec, help="roles that share resources")
-    engine: Literal["forge", "openrlhf"] = opt("forge", "forge's own actors, or OpenRLHF's train_ppo_ray as a "
-                                                         "Ray job on a GPU cluster (needs openrlhf installed there)")
-    weight_sync: Literal["auto", "blob", "nccl"] = opt(
-        "auto", "how new weights reach the engines: nccl (GPU broadcast from policy rank 0), blob "
-                "(safetensors through Ray); auto: nccl when policy and engines have their own GPUs")
-
-    def check(self):
-        yield from super().check()
-        if not self.prompts:
-            yield "prompts", "needs at least one source", ""
-        n_rewards = len(self.reward_funcs) + (1 if self.reward_model else 0)
-        if n_rewards == 0:
-            yield "reward_funcs", "needs a reward: a function or a reward_model", ""
-        if self.reward_weights and len(self.reward_weights) != n_rewards:
-            yield "reward_weights", f"has {len(self.reward_weights)} weights for {n_rewards} rewards", ""
-        if self.algo in ("grpo", "rloo") and self.rollout.n_samples < 2:
-            yield "rollout.n_samples", f"{self.algo} compares samples of the same prompt: needs at least 2", ""
-        r, gpus = self.rollout, self.resources.gpus_per_worker > 0
-        if r.tensor_parallel > 1 and r.gpus_per_engine != 1:
-            yield "rollout.tensor_parallel", "tensor parallelism spans whole GPUs: set rollout.gpus_per_engine: 1", ""
-        if r.tensor_parallel > 1 and r.backend == "hf":
-            yield "rollout.tensor_parallel", "the HF fallback engine has no tensor parallelism", "use backend: vllm"
-        if r.tensor_parallel > 1 and self.colocate.all:
-            yield "colocate.all", "colocated engines run on the policy's bundles: use rollout.tensor_parallel: 1", ""
-        if self.colocate.critic_reward and (self.algo != "ppo" or not self.reward_model):
-            yield "colocate.critic_reward", "needs a critic (algo: ppo) and a reward_model", ""
-        if self.weight_sync == "nccl" and not (gpus and r.gpus_per_engine > 0):
-            yield "weight_sync", "nccl needs GPUs for the policy and the engines (resources.gpus_per_worker, " \
-                                 "rollout.gpus_per_engine)", ""
-        if self.weight_sync == "nccl" and self.colocate.all:
-            yield "weight_sync", "NCCL cannot join two ranks on one GPU: colocate.all syncs by blob", ""
-
-    def sync_method(self) -> str:
-        """The weight-sync path actually used (``weight_sync`` with ``auto`` resolved)."""
-        if self.weight_sync != "auto":
-            return self.weight_sync
-        own_gpus = self.resources.gpus_per_worker > 0 and self.rollout.gpus_per_engine > 0 and not self.colocate.all
-        return "nccl" if own_gpus else "blob"
-
 
 # ---------------------------------------------------------------------------- eval
 

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from forge_ray.spec.augment import AugmentStage
 from forge_ray.spec.base import RUN_NAME, StageSpec  # noqa: F401 - re-exported
-from forge_ray.spec.rl_eval import ColocateSpec, EvalStage, RLStage, RolloutSpec, TaskSpec  # noqa: F401
+from forge_ray.spec.rl import ColocateSpec, RLStage, RolloutSpec  # noqa: F401 - re-exported
+from forge_ray.spec.rl_eval import EvalStage, TaskSpec  # noqa: F401 - re-exported
 from forge_ray.spec.sections import ModelSpec, OptimSpec, ResourcesSpec, SourceSpec, TrainSpec
 from forge_ray.spec.typed import opt
 from forge_ray.spec.vlm import VisionSpec, VLMStage  # noqa: F401 - re-exported

@@ -23,9 +23,11 @@ _MISSING = dataclasses.MISSING
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def opt(default: Any = _MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None, default_factory=_MISSING):
-    """A dataclass field with help text and optional numeric bounds."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
+def opt(default: Any = _MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None, default_factory=_MISSING,
+        key: str | None = None):
+    """A dataclass field with help text and optional numeric bounds. ``key``: the spec's
+    name for it where that is not a Python name (``async`` for a field ``async_``)."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, (list, dict)):
@@ -56,6 +58,11 @@ class SpecError(ValueError):
         self.source = source
         head = f"invalid spec{f' {source}' if source else ''}"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def spec_key(f: dataclasses.Field) -> str:
+    """The name a spec file uses for field ``f``."""
+    return f.metadata.get("key") or f.name
 
 
 def _join(path: str, key: str | int) -> str:
@@ -185,7 +192,10 @@ class _Loader:
         if not isinstance(value, dict):
             self.fail(path, f"must be a mapping, got {type(value).__name__} {value!r}")
             return None
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        expand = getattr(cls, "expand_raw", None)  # shorthands (an RL recipe) filled in before typing
+        if callable(expand):
+            value = expand(value)
+        fields = {spec_key(f): f for f in dataclasses.fields(cls) if f.init}
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, raw in value.items():
@@ -195,11 +205,12 @@ class _Loader:
                 self.fail(_join(path, str(key)), f"unknown key {key!r} {where}",
                           f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(fields))}")
                 continue
-            kwargs[key] = self.load(hints[key], raw, _join(path, key), dict(fields[key].metadata))
-        for name, f in fields.items():
-            if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
-                self.fail(_join(path, name), "is required", f.metadata.get("help", ""))
-                kwargs[name] = None  # placeholder so cross-field checks still report their problems
+            f = fields[key]
+            kwargs[f.name] = self.load(hints[f.name], raw, _join(path, key), dict(f.metadata))
+        for key, f in fields.items():
+            if f.name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
+                self.fail(_join(path, key), "is required", f.metadata.get("help", ""))
+                kwargs[f.name] = None  # placeholder so cross-field checks still report their problems
         obj = cls(**kwargs)
         check = getattr(obj, "check", None)
         if callable(check):
@@ -223,7 +234,7 @@ def load_dataclass(cls: type, data: dict, resolve_kind=lambda kind: None, source
 def to_dict(obj: Any) -> Any:
     """A dataclass tree as plain JSON/YAML-ready data."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {spec_key(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -259,8 +270,8 @@ def json_schema(tp: Any, definitions: dict, polymorphic: dict[str, type] | None 
                 elif f.default_factory is not _MISSING:
                     sub["default"] = to_dict(f.default_factory())
                 else:
-                    required.append(f.name)
-                props[f.name] = sub
+                    required.append(spec_key(f))
+                props[spec_key(f)] = sub
             definitions[name] = {"type": "object", "properties": props, "required": required,
                                  "additionalProperties": False, "description": (tp.__doc__ or "").strip().split("\n")[0]}
         return {"$ref": f"#/$defs/{name}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from forge_ray.rl.experience import pack_rollouts, token_logps
@@ -39,20 +40,22 @@ def test_token_logps_match_an_unpadded_forward():
     assert ent.shape == logp.shape and bool((ent > 0).all())
 
 
-def test_policy_objective_moves_probability_toward_positive_advantage():
+@pytest.mark.parametrize("kind", ["ppo", "gspo", "cispo"])
+def test_policy_objective_moves_probability_toward_positive_advantage(kind):
     from forge_ray.rl.algos.advantages import ESTIMATORS
-    from forge_ray.rl.objective import PolicyObjective
+    from forge_ray.rl.objective import PolicyLoss, PolicyObjective
 
     model = _tiny_model().train()
     batch = pack_rollouts([[5, 6], [5, 6]], [[8, 9], [10, 11]], pad_id=0)
     with torch.no_grad():
         old = token_logps(model, batch.sequences, batch.attention_mask)
     adv, _ = ESTIMATORS["grpo"](scores=torch.tensor([1.0, 0.0]), mask=batch.response_mask, group_size=2)
-    objective = PolicyObjective(model, kl_loss_coef=0.01)
+    objective = PolicyObjective(model, PolicyLoss(kind=kind, kl_loss_coef=0.01))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(4):  # a few PPO epochs on the same rollouts
         optimizer.zero_grad()
-        objective(batch.sequences, batch.attention_mask, batch.response_mask, old, old.detach(), adv).backward()
+        objective(batch.sequences, batch.attention_mask, batch.response_mask, old, old.detach(), adv,
+                  torch.ones_like(old)).backward()
         optimizer.step()
     with torch.no_grad():
         new = token_logps(model, batch.sequences, batch.attention_mask)

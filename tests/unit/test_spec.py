@@ -195,3 +195,40 @@ def test_paths_that_climb_out_with_dotdot_are_refused(tmp_path, monkeypatch):
     build_spec({**bad, "sources": [{"path": str(tmp_path / "corpus")}]})  # absolute, no '..': fine
     monkeypatch.setenv("FORGE_ALLOWED_PATHS", str(tmp_path))
     build_spec({**bad, "sources": [{"path": str(tmp_path / "a" / ".." / "corpus")}]})  # allowed prefix
+
+
+RL = {"kind": "rl", "name": "r", "policy": "p", "prompts": [{"path": "x.jsonl"}]}
+
+
+def test_an_rl_recipe_expands_into_settings_the_spec_records():
+    spec = build_spec({**RL, "recipe": "dapo", "rollout": {"max_new_tokens": 40}, "clip_eps_high": 0.3})
+    assert spec.clip_eps == 0.2 and spec.clip_eps_high == 0.3  # the spec's own value wins over the recipe's
+    assert spec.dynamic_sampling.enabled and spec.overlong.buffer == 10 and spec.kl_coef == 0.0
+    stored = yaml.safe_load(spec_to_yaml(spec))
+    assert stored["recipe"] == "dapo" and stored["overlong"]["buffer"] == 10  # recorded expanded
+    assert build_spec(stored) == spec  # and the record loads back to the same settings
+    gspo = build_spec({**RL, "recipe": "gspo"})
+    assert (gspo.policy_loss, gspo.clip_eps, gspo.loss_aggregation) == ("gspo", 3e-4, "seq-mean-token-mean")
+    dr = build_spec({**RL, "recipe": "dr_grpo"})
+    assert not dr.std_normalize and dr.loss_aggregation == "seq-mean-token-sum-norm"
+    with pytest.raises(SpecError) as exc:
+        build_spec({**RL, "recipe": "dappo"})
+    assert "did you mean 'dapo'" in str(exc.value)
+
+
+def test_rl_settings_checked_against_the_algorithm():
+    with pytest.raises(SpecError) as exc:
+        build_spec({**RL, "algo": "ppo", "dynamic_sampling": {"enabled": True}, "overlong": {"buffer": 32}})
+    found = problems(exc)
+    assert "no groups of samples" in found["dynamic_sampling.enabled"]
+    assert "below rollout.max_new_tokens (32)" in found["overlong.buffer"]
+
+
+def test_a_key_that_is_a_python_keyword():
+    spec = build_spec({**RL, "async": {"max_staleness": 1}})
+    assert spec.async_.max_staleness == 1
+    assert spec_to_dict(spec)["async"] == {"max_staleness": 1}
+    assert "async" in schema("rl")["$defs"]["RLStage"]["properties"]
+    with pytest.raises(SpecError) as exc:
+        build_spec({**RL, "async_": {"max_staleness": 1}})
+    assert "unknown key 'async_'" in str(exc.value)

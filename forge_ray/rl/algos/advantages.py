@@ -6,7 +6,9 @@ Shapes: ``[B, T]`` per response token (``mask`` marks real response tokens, left
 
 - ``gae`` (PPO): generalised advantage estimation on token rewards with a critic's values.
 - ``grpo``: each response's score minus its group's mean, divided by the group's std.
-- ``rloo``: score minus the mean of the *other* responses of the same prompt (leave-one-out).
+- ``rloo``: score minus the mean of the *other* responses of the same prompt (leave-one-out),
+  as the last token's reward of KL-shaped token rewards whose returns are the advantages
+  (OpenRLHF's form: the KL penalty to the reference is in the reward).
 - ``reinforce++``: discounted return of the token rewards (score at the last token, minus the
   per-token KL penalty), whitened over the whole batch — no critic, no groups needed.
 
@@ -63,8 +65,12 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) 
 
 
 def gae(*, scores: torch.Tensor, mask: torch.Tensor, values: torch.Tensor, kl: torch.Tensor | None = None,
-        kl_coef: float = 0.0, gamma: float = 1.0, lam: float = 0.95, **_) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantages, returns) by GAE: ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``."""
+        kl_coef: float = 0.0, gamma: float = 1.0, lam: float = 0.95, whiten: bool = False,
+        **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns) by GAE: ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``.
+    ``whiten``: the advantages (not the returns the critic fits) are whitened over the batch's
+    response tokens, as OpenRLHF and verl do by default — one step's scale no longer depends
+    on how large this batch's rewards happen to be."""
     m = mask.float()
     rewards = token_rewards(scores, mask, kl, kl_coef)
     values = values * m
@@ -76,7 +82,8 @@ def gae(*, scores: torch.Tensor, mask: torch.Tensor, values: torch.Tensor, kl: t
         last = delta + gamma * lam * last * (m[:, t + 1] if t + 1 < rewards.shape[1] else 0.0)
         adv[:, t] = last
     adv = adv * m
-    return adv, (adv + values) * m
+    returns = (adv + values) * m
+    return (masked_whiten(adv, mask) if whiten else adv), returns
 
 
 def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -86,20 +93,26 @@ def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def grpo(*, scores: torch.Tensor, mask: torch.Tensor, group_size: int, eps: float = 1e-6,
-         scale_by_std: bool = True, **_) -> tuple[torch.Tensor, None]:
-    """Group-normalised advantages, the same for every token of a response (Shao et al. 2024)."""
+         std_normalize: bool = True, **_) -> tuple[torch.Tensor, None]:
+    """Group-normalised advantages, the same for every token of a response (Shao et al. 2024).
+    ``std_normalize=False`` is Dr. GRPO's form: centred only, so questions whose samples
+    barely differ (too easy or too hard) are not scaled up to the weight of the others."""
     g = _groups(scores, group_size)
     centred = g - g.mean(-1, keepdim=True)
-    if scale_by_std:
+    if std_normalize:
         centred = centred / (g.std(-1, keepdim=True) + eps)
     return centred.reshape(-1)[:, None] * mask, None
 
 
-def rloo(*, scores: torch.Tensor, mask: torch.Tensor, group_size: int, **_) -> tuple[torch.Tensor, None]:
-    """Leave-one-out baseline: ``r_i − mean_{j≠i} r_j`` (Ahmadian et al. 2024)."""
+def rloo(*, scores: torch.Tensor, mask: torch.Tensor, group_size: int, kl: torch.Tensor | None = None,
+         kl_coef: float = 0.0, gamma: float = 1.0, **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out baseline ``r_i − mean_{j≠i} r_j`` (Ahmadian et al. 2024) on the last
+    token, ``−kl_coef·kl`` on every token, and the advantages the (discounted) returns of
+    those token rewards: with no KL every token of a response gets its centred score."""
     g = _groups(scores, group_size)
     baseline = (g.sum(-1, keepdim=True) - g) / (group_size - 1)
-    return (g - baseline).reshape(-1)[:, None] * mask, None
+    returns = discounted_returns(token_rewards((g - baseline).reshape(-1), mask, kl, kl_coef), mask.float(), gamma)
+    return returns, returns
 
 
 def reinforce_pp(*, scores: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None, kl_coef: float = 0.0,
