@@ -1,5 +1,5 @@
 """Why a run failed, as a kind a program can act on — ``config``, ``data``, ``disk_full``,
-``nan_loss``, ``oom``, ``worker_lost``, ``timeout``, ``dependency`` or ``runtime`` — with the message and
+``nan_loss``, ``oom``, ``worker_lost``, ``stale_weights``, ``timeout``, ``dependency`` or ``runtime`` — with the message and
 a hint of what to change. Failures cross Ray wrapped (a worker's exception inside Ray
 Train's or Ray Data's), so every exception in the chain is examined, most specific first.
 
@@ -27,6 +27,9 @@ HINTS = {
            "activation_checkpointing or optimizer offload, or give workers more memory",
     "worker_lost": "a worker process or node died; re-running the same spec resumes from the newest "
                    "checkpoint, and train.max_failures > 0 retries automatically",
+    "stale_weights": "the rollout engines sampled with other weights than the policy's right after a weight "
+                     "push: check the engines' weight sync (run.log), or raise stale_threshold if the mismatch "
+                     "is numerics (metrics.jsonl: logprob_mismatch per step)",
     "timeout": "the work did not finish in time: raise the timeout or give it more resources",
     "dependency": "a package is missing or broken: run `make setup` (or install the named package)",
     "runtime": "see run.log in the run directory",
@@ -78,6 +81,8 @@ def _kind(e: BaseException) -> str | None:
     if names & {"ActorDiedError", "RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorUnavailableError",
                 "WorkerGroupError"} or "died unexpectedly" in text or "SIGKILL" in text:
         return "worker_lost"
+    if names & {"StaleWeights"}:
+        return "stale_weights"
     if isinstance(e, TimeoutError) or names & {"GetTimeoutError"}:
         return "timeout"
     if isinstance(e, ImportError) or "ModuleNotFoundError" in text:
@@ -85,7 +90,7 @@ def _kind(e: BaseException) -> str | None:
     return None
 
 
-PRIORITY = ["data", "config", "disk_full", "nan_loss", "oom", "dependency", "timeout", "worker_lost"]
+PRIORITY = ["data", "config", "disk_full", "nan_loss", "oom", "dependency", "stale_weights", "timeout", "worker_lost"]
 
 
 def diagnose(exc: BaseException) -> tuple[RunError, int]:

@@ -6,7 +6,8 @@ follows (a retry, a resume, an engine restart) really recovers.
 
 ``at`` says where: ``train_step`` (that trainer rank SIGKILLs itself after the step),
 ``rl_step`` (the RL driver raises after the step), ``rollout_engine`` (rollout engine 0 is
-killed before the step). The fault fires once: it writes ``marker`` first, and never fires
+killed before the step), ``weight_sync`` (the weight push to the rollout engines after the
+step is skipped, so the next step samples with stale weights). The fault fires once: it writes ``marker`` first, and never fires
 while the marker exists, so the retried or resumed run goes on.
 """
 
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 ENV = "FORGE_FAULT_INJECT"
-Where = Literal["train_step", "rl_step", "rollout_engine"]
-WHERE: tuple[str, ...] = ("train_step", "rl_step", "rollout_engine")
+Where = Literal["train_step", "rl_step", "rollout_engine", "weight_sync"]
+WHERE: tuple[str, ...] = ("train_step", "rl_step", "rollout_engine", "weight_sync")
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,14 @@ def token_logps(model, sequences: torch.Tensor, attention_mask: torch.Tensor,
     from forge_ray.rl.algos.losses import entropy
 
     return logp, entropy(logits)
+
+
+def engine_logps(prompt_ids: list[list[int]], samples: list, width: int) -> torch.Tensor:
+    """The rollout engine's log-prob of every response token, on the targets axis of
+    :func:`pack_rollouts` (``[B, width]``, zero elsewhere): response token ``j`` of row ``i``
+    is target ``len(prompt_i) − 1 + j``."""
+    out = torch.zeros((len(samples), width), dtype=torch.float32)
+    for i, (p, s) in enumerate(zip(prompt_ids, samples)):
+        if s.logprobs:
+            out[i, len(p) - 1:len(p) - 1 + len(s.logprobs)] = torch.tensor(s.logprobs, dtype=torch.float32)
+    return out

@@ -76,6 +76,8 @@ def run(spec: RLStage, run: RunDir, ctx: Context) -> StageResult:
                     if last or (spec.eval_every and step % spec.eval_every == 0):
                         metrics.update(controller.evaluate())
                     run.log_metrics(step, **metrics)
+                    if stale := controller.stale_weights(metrics):
+                        raise stale
                     for sample in controller.samples:
                         run.append_line("samples.jsonl", json.dumps(sample, ensure_ascii=False))
                     bar.update(1)

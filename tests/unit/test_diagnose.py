@@ -23,6 +23,9 @@ class ActorDiedError(Exception):  # the name Ray's own class has; matched by nam
     pass
 
 
+from forge_ray.rl.controller import StaleWeights  # noqa: E402
+
+
 class WorkerGroupError(Exception):
     def __init__(self, failures):
         super().__init__("Training failed due to worker errors")
@@ -40,6 +43,7 @@ class WorkerGroupError(Exception):
     (wrapped(DataError("a.jsonl", 7, "truncated JSON")), "data", 2),
     (wrapped(OSError(28, "No space left on device", "/runs/pre/train/ckpt")), "disk_full", 1),
     (WorkerGroupError({1: RuntimeError("[Errno 122] Disk quota exceeded")}), "disk_full", 1),
+    (wrapped(StaleWeights("step 3: the rollout engines' log-probs differ")), "stale_weights", 1),
     (ValueError("something else"), "runtime", 1),
 ])
 def test_kinds_and_exit_codes(exc, kind, code):

@@ -76,3 +76,20 @@ def test_stop_strings_cut_where_the_controller_cuts(tmp_path):
     cut = engine.generate([[1, 5]], max_tokens=12, stop_token_ids=[], stop=[stop])[0][0]
     assert cut == cut_at_stop(free, [stop], lambda t: fast.decode(t, skip_special_tokens=True))
     assert len(cut) <= 6 and stop in fast.decode(cut)
+
+
+def test_samples_carry_the_log_prob_the_trainer_computes_and_the_weights_version(tmp_path):
+    from forge_ray.rl.experience import pack_rollouts, token_logps
+
+    a = _save_tiny(tmp_path / "a", seed=0)
+    b = _save_tiny(tmp_path / "b", seed=1)
+    engine = HFEngine(str(tmp_path / "a"), seed=5)
+    samples = engine.sample([[1, 5, 6]], max_tokens=6, temperature=1.0, n=3, stop_token_ids=[])[0]
+    batch = pack_rollouts([[1, 5, 6]] * 3, [s.tokens for s in samples], pad_id=0)
+    with torch.no_grad():
+        trainer = token_logps(a, batch.sequences, batch.attention_mask)[batch.response_mask.bool()]
+    engine_logp = torch.tensor([lp for s in samples for lp in s.logprobs])
+    assert torch.allclose(engine_logp, trainer, atol=1e-4)  # the same distribution: no mismatch
+    assert {s.version for s in samples} == {0}
+    engine.update_weights(weights_blob(b.state_dict()))
+    assert engine.sample([[1, 5, 6]], max_tokens=2)[0][0].version == 1

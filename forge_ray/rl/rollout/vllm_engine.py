@@ -20,6 +20,13 @@ import os
 import ray
 
 from forge_ray.compat import vllm as vllm_compat
+from forge_ray.rl.rollout import Sample
+
+
+def _sampled_logprobs(completion) -> list[float]:
+    """The log-prob of each sampled token from a completion asked for with ``logprobs=0``
+    (vLLM returns the sampled token's entry at every position)."""
+    return [float(step[token].logprob) for token, step in zip(completion.token_ids, completion.logprobs or [])]
 
 
 class WeightSyncExtension:
@@ -67,39 +74,48 @@ class VLLMRollout:
         if gpu:
             extra.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep_mode)
         self.sleep_mode = sleep_mode and gpu
+        self.version = 0  # weight updates received
         self.llm = LLM(model=model_dir, dtype="bfloat16" if gpu else "float32", max_model_len=max_model_len,
                        enforce_eager=not gpu, seed=seed, trust_remote_code=False, tensor_parallel_size=tensor_parallel,
                        worker_extension_cls=f"{__name__}.WeightSyncExtension", **extra)
 
-    def generate(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
-                 stop: list[str] | None = None, seed: int | None = None) -> list[list[list[int]]]:
-        """Token ids of ``n`` completions per prompt (ending with the token that completed a
-        stop string, if one did: the caller cuts with :func:`~forge_ray.rl.rollout.cut_at_stop`).
-        ``seed``: prompt i samples with seed ``seed + i·n`` (vLLM gives its j-th sample
-        ``+ j``), so the draws do not depend on how the engine batches requests."""
+    def sample(self, prompt_token_ids: list[list[int]], max_tokens: int = 32, temperature: float = 0.0,
+               top_p: float = 1.0, n: int = 1, stop_token_ids: list[int] | None = None,
+               stop: list[str] | None = None, seed: int | None = None) -> list[list[Sample]]:
+        """``n`` completions per prompt with the log-prob of each sampled token (vLLM's raw
+        log-probs: temperature 1, before top-p, as the trainer scores them), ending with the
+        token that completed a stop string, if one did (the caller cuts with
+        :func:`~forge_ray.rl.rollout.stop_length`). ``seed``: prompt i samples with seed
+        ``seed + i·n`` (vLLM gives its j-th sample ``+ j``), so the draws do not depend on how
+        the engine batches requests."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         def for_prompt(i: int) -> SamplingParams:
             return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n,
                                   stop_token_ids=stop_token_ids or [], ignore_eos=stop_token_ids == [],
-                                  stop=stop or None, include_stop_str_in_output=True,
+                                  stop=stop or None, include_stop_str_in_output=True, logprobs=0,
                                   seed=None if seed is None else seed + i * n)
 
         params = [for_prompt(i) for i in range(len(prompt_token_ids))]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_token_ids], params,
                                     use_tqdm=False)
-        return [[list(c.token_ids) for c in out.outputs] for out in outputs]
+        return [[Sample(list(c.token_ids), _sampled_logprobs(c), self.version) for c in out.outputs]
+                for out in outputs]
+
+    def generate(self, prompt_token_ids: list[list[int]], **kwargs) -> list[list[list[int]]]:
+        """Token ids of the completions :meth:`sample` draws (same arguments)."""
+        return [[s.tokens for s in samples] for samples in self.sample(prompt_token_ids, **kwargs)]
 
     def init_weight_group(self, host: str, port: int, first_rank: int, world_size: int) -> list[int]:
         """Join the policy→engines NCCL group (every tensor-parallel worker of this engine)."""
         return self.llm.collective_rpc("init_weight_group", args=(host, port, first_rank, world_size))
 
-    def receive_weights(self, metas: list) -> int:
+    def receive_weights(self, metas: list, version: int | None = None) -> int:
         """Receive one broadcast of every parameter in ``metas`` (name, dtype, shape)."""
         received = self.llm.collective_rpc("receive_weights", args=(metas,))[0]
         self.llm.reset_prefix_cache()  # KV computed by the old weights
+        self.version = self.version + 1 if version is None else version
         return received
 
     def sleep(self) -> None:
@@ -115,12 +131,13 @@ class VLLMRollout:
         """Stop the engine-core process now (a reused Ray worker would otherwise keep it)."""
         vllm_compat.shutdown_engine_core(self.llm)
 
-    def update_weights(self, blob: bytes) -> int:
+    def update_weights(self, blob: bytes, version: int | None = None) -> int:
         """Replace weights in place from a safetensors blob (``safetensors.torch.save(state_dict)``).
         The prefix cache goes too: its KV blocks were computed by the old weights, and every
         rollout prompt shares the chat template's prefix."""
         loaded = sum(self.llm.collective_rpc("load_safetensors_blob", args=(blob,)))
         self.llm.reset_prefix_cache()
+        self.version = self.version + 1 if version is None else version
         return loaded
 
 
