@@ -11,14 +11,20 @@ Game = tuple  # (model_a, model_b, outcome_for_a, task, line)
 
 
 def task_scores(results: dict[str, dict[str, list[dict]]], samples: int, seed: int = 0) -> dict:
-    """``{task: {model: {score, ci, n}}}`` from ``{model: {task: rows}}``."""
+    """``{task: {model: {score, ci, n}}}`` from ``{model: {task: rows}}``; for generated
+    answers also ``ends_turn`` (share that ended their turn before the token limit) and
+    ``length`` (mean answer tokens) — a model that answers and then rambles to the limit
+    scores like one that stops, and only these show it."""
     out: dict = {}
     for model, tasks in results.items():
         for task, rows in tasks.items():
             scores = [r["score"] for r in rows]
-            out.setdefault(task, {})[model] = {"score": sum(scores) / max(len(scores), 1),
-                                               "ci": list(stats.bootstrap_ci(scores, samples=samples, seed=seed)),
-                                               "n": len(scores)}
+            entry = {"score": sum(scores) / max(len(scores), 1),
+                     "ci": list(stats.bootstrap_ci(scores, samples=samples, seed=seed)), "n": len(scores)}
+            if rows and all("ends_turn" in r for r in rows):
+                entry.update(ends_turn=sum(r["ends_turn"] for r in rows) / len(rows),
+                             length=sum(r["length"] for r in rows) / len(rows))
+            out.setdefault(task, {})[model] = entry
     return out
 
 

@@ -63,6 +63,10 @@ def _cell(score: dict | None) -> str:
     return "—" if score is None else f"{score['score']:.3f} [{score['ci'][0]:.2f}, {score['ci'][1]:.2f}]"
 
 
+def _turns(score: dict | None) -> str:
+    return "—" if not score or "ends_turn" not in score else f"{score['ends_turn']:.2f} · {score['length']:.1f}"
+
+
 def _fmt(x, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -74,6 +78,11 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if summary["tasks"]:
         rows = [[m] + [_cell(summary["tasks"][t].get(m)) for t in summary["tasks"]] for m in models]
         out.append(("Scores (mean, 95% bootstrap interval)", ["model", *summary["tasks"]], rows))
+        ended = [t for t in summary["tasks"] if any("ends_turn" in s for s in summary["tasks"][t].values())]
+        if ended:
+            rows = [[m] + [_turns(summary["tasks"][t].get(m)) for t in ended] for m in models]
+            out.append(("Answers that end their turn before the token limit (share) · mean length (tokens)",
+                        ["model", *ended], rows))
     if summary.get("retrieval"):
         readers = sorted({m for r in summary["retrieval"].values() for m in r["readers"]})
         header = ["task", "recall@k", *[f"{m}: when found / when missed" for m in readers]]

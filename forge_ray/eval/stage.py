@@ -106,6 +106,8 @@ def run(spec: EvalStage, run: RunDir, ctx: Context) -> StageResult:
     for task, by_model in summary["tasks"].items():
         for m, s in by_model.items():
             metrics[f"{task}/{m}"] = s["score"]
+            if "ends_turn" in s:
+                metrics[f"ends_turn/{task}/{m}"] = s["ends_turn"]
     for m, p in summary["perplexity"].items():
         if p:
             metrics[f"bits_per_byte/{m}"] = p["bits_per_byte"]

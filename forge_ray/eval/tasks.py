@@ -115,7 +115,13 @@ def run_task(model, task: TaskSpec, shots: list[tuple[str, str]], rows: list[dic
     if task.scorer == "choice_loglik":
         return _multiple_choice(model, rows, prompts)
     outputs = (generate or model.generate)(prompts, task.max_new_tokens)
-    return score_rows(task, rows, [model.decode(o, task.style) for o in outputs])
+    results = score_rows(task, rows, [model.decode(o, task.style) for o in outputs])
+    end_ids = getattr(model, "end_ids", None)  # token-level models: did the answer end its turn?
+    if end_ids is not None:
+        for result, tokens in zip(results, outputs):
+            result["ends_turn"] = bool(tokens) and tokens[-1] in end_ids
+            result["length"] = len(tokens) - result["ends_turn"]
+    return results
 
 
 def run_image_task(answerer, task: TaskSpec, rows: list[dict]) -> list[dict]:

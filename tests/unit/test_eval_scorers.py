@@ -132,3 +132,20 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(stats)
     assert result.attempted and not result.failed
+
+
+def test_scores_show_which_answers_end_their_turn_and_how_long_they_run():
+    from forge_ray.eval.compare import task_scores
+    from forge_ray.eval.report import tables
+
+    stops = [{"score": 1.0, "ends_turn": True, "length": 8}, {"score": 0.0, "ends_turn": True, "length": 6}]
+    rambles = [{"score": 1.0, "ends_turn": False, "length": 24}, {"score": 0.0, "ends_turn": True, "length": 10}]
+    scores = task_scores({"sft": {"facts": stops}, "grpo": {"facts": rambles}, "api": {"facts": [{"score": 1.0}]}},
+                         samples=100)
+    assert scores["facts"]["sft"]["score"] == scores["facts"]["grpo"]["score"] == 0.5  # the same score …
+    assert scores["facts"]["sft"]["ends_turn"] == 1.0 and scores["facts"]["grpo"]["ends_turn"] == 0.5  # … not the same
+    assert scores["facts"]["grpo"]["length"] == 17.0 and "ends_turn" not in scores["facts"]["api"]
+    shown = {title: rows for title, _, rows in tables({"models": ["sft", "grpo", "api"], "tasks": scores,
+                                                        "perplexity": {}, "pairwise": {}, "ratings": {}})}
+    turns = next(rows for title, rows in shown.items() if title.startswith("Answers that end their turn"))
+    assert turns == [["sft", "1.00 · 7.0"], ["grpo", "0.50 · 17.0"], ["api", "—"]]
