@@ -99,6 +99,7 @@ class RLController:
                         if isinstance(i, int) and i >= 0]
         self.pool = EnginePool(roles, spec, self.end_ids, lambda t: self.tok.decode(t, skip_special_tokens=True))
         self.in_flight: deque[Draw] = deque()  # asynchronous rollouts: draws generating while the policy trains
+        self.drawn: list[Group] = []
 
     # ------------------------------------------------------------------ data
 
@@ -152,12 +153,15 @@ class RLController:
         fill the batch with groups whose samples differ. With asynchronous rollouts the first
         draw is the oldest in flight, and the next one is sent before this step trains."""
         depth = self.spec.async_.max_staleness
+        self.drawn: list[Group] = []  # every group drawn this step, kept or not
 
         def draw_and_score() -> list[Group]:
             if depth and not self.in_flight:
                 self.in_flight.append(self.draw())
             draw = self.in_flight.popleft() if self.in_flight else self.draw()
-            return self.score(draw)
+            groups = self.score(draw)
+            self.drawn += groups
+            return groups
 
         ds = self.spec.dynamic_sampling
         if ds.enabled:
@@ -188,18 +192,21 @@ class RLController:
         t_gen = time.perf_counter() - t0
         groups = filled.groups
         flat = [s for g in groups for s in g.samples]
-        metrics = {"filtered_groups_frac": filled.filtered_frac, "draws": filled.draws,
+        drawn = torch.tensor([r for g in self.drawn for r in g.rewards])
+        # the policy's reward on everything it drew (the batch dynamic sampling keeps is chosen for its spread)
+        metrics = {"reward_mean": float(drawn.mean()), "reward_std": float(drawn.std()) if len(drawn) > 1 else 0.0,
+                   "filtered_groups_frac": filled.filtered_frac, "draws": filled.draws,
                    "generate_frac": 0.0, "train_frac": 0.0}
         if groups:
             metrics.update(self._update(groups, flat))
         else:
             log.warning("step %d: every group's samples scored the same; nothing to train on", self.state.step + 1)
-        if not _skip_push(self.state.step + 1):
-            self.pool.push(wait=not spec.async_.max_staleness)
-        self.state.step += 1
+        self.state.step += 1  # the policy's weights are now version `step`
+        if not _skip_push(self.state.step):
+            self.pool.push(self.state.step, wait=not spec.async_.max_staleness)
         elapsed = time.perf_counter() - t0
         metrics.update(generate_frac=t_gen / elapsed, engine_restarts=self.pool.restarts,
-                       weight_version=self.pool.version)
+                       weight_version=self.pool.version, step_s=elapsed)
         if "train_s" in metrics:
             metrics["train_frac"] = metrics.pop("train_s") / elapsed
         lengths = torch.tensor([len(s.tokens) for s in flat], dtype=torch.float32)
@@ -228,9 +235,9 @@ class RLController:
             stats["critic_explained_var"] = explained_variance(tensors["old_values"], tensors["returns"],
                                                                tensors["response_mask"])
         lengths = torch.tensor([len(r) for r in responses], dtype=torch.float32)
-        staleness = torch.tensor([float(self.pool.version - s.version) for s in flat])
-        return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-                "score_mean": float(scores.mean()), "response_len": float(lengths.mean()),
+        staleness = torch.tensor([float(self.state.step - s.version) for s in flat])  # updates behind the policy
+        return {"batch_reward_mean": float(rewards.mean()), "score_mean": float(scores.mean()),
+                "response_len": float(lengths.mean()),
                 "ends_turn": shaping.ends_turn(responses, self.end_ids),
                 "truncated_frac": float(shaping.truncated(responses, self.end_ids,
                                                           spec.rollout.max_new_tokens).float().mean()),
@@ -290,8 +297,9 @@ class RLController:
         return out
 
     def sync_weights(self) -> None:
-        """Push the policy's weights to every engine (see :meth:`EnginePool.push`)."""
-        self.pool.push()
+        """Push the policy's weights to every engine (see :meth:`EnginePool.push`), numbered
+        by the updates the policy has had."""
+        self.pool.push(self.state.step)
 
     def stale_weights(self, metrics: dict) -> StaleWeights | None:
         """The error to stop with when the engines, right after a weight push, sample from

@@ -58,7 +58,7 @@ class Pending:
 class EnginePool:
     def __init__(self, roles: Roles, spec, end_ids: list[int], decode):
         self.roles, self.spec, self.end_ids, self.decode = roles, spec, end_ids, decode
-        self.version = 0  # weight pushes so far: the engines start with the policy's initial weights
+        self.version = 0  # the weights the engines were last sent: they start with the initial policy (0)
         self.restarts = 0
         self.weight_group_open, self.weight_metas = False, None
         self.unconfirmed: list = []  # weight pushes sent without waiting (asynchronous rollouts)
@@ -136,14 +136,14 @@ class EnginePool:
                  seed: int | None = None) -> list[list[Sample]]:
         return self.collect(self.submit(prompts, n, temperature, seed))
 
-    def push(self, version: int | None = None, wait: bool = True) -> None:
-        """Push the policy's weights to every engine as weight version ``version`` (default:
-        the next one): one safetensors blob through Ray, or (``nccl``) a broadcast from
+    def push(self, version: int, wait: bool = True) -> None:
+        """Push the policy's weights to every engine as weight version ``version`` (the
+        updates the policy has had): one safetensors blob through Ray, or (``nccl``) a broadcast from
         policy rank 0 that the engines receive concurrently. Generations already submitted
         finish with the weights they started with. ``wait=False`` (blob only) returns
         without waiting for engines still busy with such a generation; the push is
         confirmed before the next collect."""
-        self.version = self.version + 1 if version is None else version
+        self.version = version
         engines, policy = self.engines, self.roles.policy
         if self.roles.sync != "nccl":
             blob = policy.run_all("weights")[0]
