@@ -232,3 +232,14 @@ def test_a_key_that_is_a_python_keyword():
     with pytest.raises(SpecError) as exc:
         build_spec({**RL, "async_": {"max_staleness": 1}})
     assert "unknown key 'async_'" in str(exc.value)
+
+
+def test_forge_only_rl_settings_are_refused_for_openrlhf_and_async_for_colocated_engines():
+    with pytest.raises(SpecError) as exc:
+        build_spec({**RL, "engine": "openrlhf", "recipe": "dapo", "async": {"max_staleness": 1}})
+    found = problems(exc)
+    for key in ("dynamic_sampling.enabled", "overlong.buffer", "async.max_staleness"):
+        assert "not passed to OpenRLHF" in found[key], found
+    with pytest.raises(SpecError) as exc:
+        build_spec({**RL, "colocate": {"all": True}, "async": {"max_staleness": 1}})
+    assert "cannot generate the next batch" in problems(exc)["async.max_staleness"]
