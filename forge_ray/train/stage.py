@@ -219,7 +219,15 @@ def _progress(run: RunDir, max_steps: int, ctx: Context):
         bar.close()
 
 
+#: how often Ray Train's controller polls its workers (Ray's default 2 s): the end of a run is
+#: seen within this, so a short run (a sweep's trial, a test, a small experiment) waits less;
+#: a poll asks each worker actor for its status, cheap beside any training step
+HEALTH_CHECK_INTERVAL_S = "0.5"
+
+
 def _fit(job: TrainJob, spec: _TrainingStage, run: RunDir) -> None:
+    import os
+
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -228,6 +236,8 @@ def _fit(job: TrainJob, spec: _TrainingStage, run: RunDir) -> None:
     res = spec.resources
     log.info("starting %d training workers", res.num_workers)
     run.update(phase="starting workers")
+    # a user's own setting wins; Ray Train passes the driver's value on to its controller
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     if res.memory_per_worker_gb:
         per_worker["memory"] = res.memory_per_worker_gb * 1024**3
