@@ -35,8 +35,9 @@ def _session_auth_token() -> None:
     import secrets
     import tempfile
 
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or (os.path.exists(path) and Path(path).read_text().strip()):
+    from forge_ray.runner import ray_auth_token  # looks where Ray looks; imports no ray
+
+    if ray_auth_token():
         return
     token_file = Path(tempfile.mkdtemp(prefix="forge-test-ray-")) / "auth_token"
     token_file.write_text(secrets.token_hex(32))

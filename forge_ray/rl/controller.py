@@ -153,7 +153,7 @@ class RLController:
         fill the batch with groups whose samples differ. With asynchronous rollouts the first
         draw is the oldest in flight, and the next one is sent before this step trains."""
         depth = self.spec.async_.max_staleness
-        self.drawn: list[Group] = []  # every group drawn this step, kept or not
+        self.drawn = []  # every group drawn this step, kept or not
 
         def draw_and_score() -> list[Group]:
             if depth and not self.in_flight:
@@ -209,9 +209,8 @@ class RLController:
                        weight_version=self.pool.version, step_s=elapsed)
         if "train_s" in metrics:
             metrics["train_frac"] = metrics.pop("train_s") / elapsed
-        lengths = torch.tensor([len(s.tokens) for s in flat], dtype=torch.float32)
         if flat:
-            metrics["rollout_tokens_per_s"] = float(lengths.sum()) / max(t_gen, 1e-9)
+            metrics["rollout_tokens_per_s"] = sum(len(s.tokens) for s in flat) / max(t_gen, 1e-9)
         return metrics
 
     def _update(self, groups: list[Group], flat: list) -> dict:

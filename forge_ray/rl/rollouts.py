@@ -102,9 +102,7 @@ class EnginePool:
                 out[index + j * k] = samples
         stop = self.spec.rollout.stop
         if stop:
-            def text(tokens):
-                return self.decode(tokens)
-            out = [[s.cut(stop_length(s.tokens, stop, text)) for s in samples] for samples in out]
+            out = [[s.cut(stop_length(s.tokens, stop, self.decode)) for s in samples] for samples in out]
         return out
 
     def _collect_one(self, index: int, ref, prompts: list[list[int]], pending: Pending, retries: int):

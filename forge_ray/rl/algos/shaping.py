@@ -12,6 +12,7 @@ importance sampling drops tokens whose ratio leaves ``[1/C, C]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -98,6 +99,4 @@ def truncated_is_weights(trainer_logp: torch.Tensor, engine_logp: torch.Tensor, 
 def masked_is_keep(trainer_logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
     """Per-token bool: the ratio ``π_trainer/π_engine`` lies in ``[1/cap, cap]`` (MIS keeps
     only these tokens in the loss)."""
-    log_ratio = trainer_logp - engine_logp
-    bound = float(torch.log(torch.tensor(cap)))
-    return log_ratio.abs() <= bound
+    return (trainer_logp - engine_logp).abs() <= math.log(cap)
