@@ -78,6 +78,15 @@ def content_hash(text: str) -> str:
     return hashlib.sha1(normalize_for_hash(text).encode("utf-8")).hexdigest()
 
 
+def document_draw(row: dict, seed: int) -> float:
+    """A number in [0, 1) fixed by (seed, the document's content): which split a document
+    lands in, or whether it is repeated, must not depend on its ``doc_id``, which names the
+    file it came from — and a run's output files carry a fresh random name per write, so
+    ids keyed on them moved documents between train and validation on every rerun."""
+    text = row["payload"] if row.get("payload") else row["text"]
+    return int(content_hash(f"{seed}:{text}")[:12], 16) / 16**12
+
+
 # ------------------------------------------------------------------ MinHash LSH
 
 _WORD = re.compile(r"\w+", re.UNICODE)

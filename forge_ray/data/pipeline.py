@@ -287,10 +287,10 @@ def decontaminate(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
 
 def _replicate(rates: dict[int, float], seed: int):
     """Each row is repeated floor(rate) times, plus once more with probability frac(rate),
-    decided by a hash of (seed, doc_id): reproducible and independent of block layout."""
+    drawn from (seed, content): reproducible, independent of block layout and file names."""
     def fn(row: dict) -> list[dict]:
         rate = rates.get(int(row["source"]), 0.0)
-        u = int(clean.content_hash(f"{seed}:{row['doc_id']}")[:12], 16) / 16**12
+        u = clean.document_draw(row, seed)
         return [row] * (int(rate) + (u < rate - int(rate)))
 
     return fn

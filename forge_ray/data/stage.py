@@ -91,12 +91,13 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     return StageResult(metrics=metrics, outputs=outputs)
 
 
-def is_heldout(doc_id: str, fraction: float, seed: int) -> bool:
-    """Whether a document is in the validation split: a hash of (seed, doc_id), stable
-    whatever the read order (evaluation recomputes the same split from the run's spec)."""
-    from forge_ray.data.clean import content_hash
+def is_heldout(row: dict, fraction: float, seed: int) -> bool:
+    """Whether a document is in the validation split: drawn from (seed, content), stable
+    whatever the read order or file names (evaluation recomputes the same split from the
+    run's spec)."""
+    from forge_ray.data.clean import document_draw
 
-    return int(content_hash(f"{seed}:{doc_id}")[:8], 16) / 16**8 < fraction
+    return document_draw(row, seed) < fraction
 
 
 def _split(docs, fraction: float, seed: int):
@@ -104,7 +105,7 @@ def _split(docs, fraction: float, seed: int):
         return docs, None
 
     def held(row) -> bool:
-        return is_heldout(row["doc_id"], fraction, seed)
+        return is_heldout(row, fraction, seed)
 
     return docs.filter(lambda r: not held(r)), docs.filter(held)
 

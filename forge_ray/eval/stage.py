@@ -38,9 +38,8 @@ def heldout_texts(ctx: Context, spec: EvalStage) -> list[str]:
             raise InputError(f"perplexity_dataset {spec.perplexity_dataset!r} has no held-out split (val_fraction 0)")
         with data_run.fetch_dir("docs") as docs:
             for path in sorted(Path(docs).glob("*.parquet")):
-                table = pq.read_table(path, columns=["doc_id", "text"])
-                texts += [t for d, t in zip(table["doc_id"].to_pylist(), table["text"].to_pylist())
-                          if is_heldout(d, fraction, seed)]
+                rows = pq.read_table(path, columns=["text", "payload"]).to_pylist()
+                texts += [r["text"] for r in rows if is_heldout(r, fraction, seed)]
     return texts
 
 

@@ -12,7 +12,6 @@ used to report bytes per token (compression) in the manifest.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,12 +35,11 @@ def default_chat_template(system: str, user: str, assistant: str, end: str) -> s
 
 
 def is_held_out(doc: dict, fraction: float, seed: int) -> bool:
-    """Deterministic split by document identity, independent of read order and of where the
-    corpus lives (absolute paths would change the split, and the reported figure, per machine)."""
-    if fraction <= 0:
-        return False
-    key = f"{seed}:{doc['doc_id']}".encode()  # source index, relative path, line: same split on any machine
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < fraction
+    """Deterministic split by document content, independent of read order, of where the
+    corpus lives and of file names (a run's Parquet files are named afresh on every write)."""
+    from forge_ray.data.clean import document_draw
+
+    return fraction > 0 and document_draw(doc, seed) < fraction
 
 
 def build_bpe(spec: TokenizerStage, texts: Iterator[str], show_progress: bool = True):

@@ -40,25 +40,24 @@ def test_every_stage_succeeded_with_lineage(demo):
     assert read_json(demo / "demo-grpo" / "manifest.json")["parents"] == ["demo-sft"]
 
 
-def test_sft_answers_held_out_facts_far_better_than_pretraining_alone(demo, demo_data):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from forge_ray.eval.qa import qa_accuracy
-
+def test_sft_answers_held_out_facts_beyond_pretraining_alone(demo):
+    """Both trainings learned; on the same 190 held-out questions SFT answers more than its
+    pre-trained parent, paired item by item. How much more varies from run to run (the
+    pre-trained model's chat answers are a fragile by-product: 0.06–0.31 over five runs, SFT
+    0.38–0.49; README, Evaluation), so the claim is the paired comparison, not a margin."""
     for run, drop in (("demo-pretrain", 3.0), ("demo-sft", 0.5)):
         m = read_json(demo / run / "manifest.json")["metrics"]
         assert m["first_loss"] - m["loss"] > drop, (run, m["first_loss"], m["loss"])
-    eval_path = demo_data / "eval.jsonl"
-    sft = qa_accuracy(demo / "demo-sft" / "model", eval_path)
-    pretrained = qa_accuracy(demo / "demo-pretrain" / "model", eval_path)
-    torch.manual_seed(0)
-    untrained_model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(demo / "demo-pretrain" / "model"))
-    untrained = qa_accuracy(demo / "demo-pretrain" / "model", eval_path, model=untrained_model)
-    print(f"held-out fact QA: untrained {untrained['accuracy']:.2f}, pre-trained {pretrained['accuracy']:.2f}, "
-          f"SFT {sft['accuracy']:.2f} ({sft['n']} questions)")
-    assert sft["n"] == pretrained["n"] == 190
-    assert untrained["accuracy"] < 0.1
-    assert sft["accuracy"] >= pretrained["accuracy"] + 0.25, (sft["accuracy"], pretrained["accuracy"])
+    report = read_json(demo / "demo-eval" / "report" / "results.json")
+    facts = report["tasks"]["held-out-facts"]
+    untrained, pretrained, sft = (facts[m] for m in ("random:demo-pretrain", "demo-pretrain", "demo-sft"))
+    print(f"held-out fact QA: untrained {untrained['score']:.2f}, pre-trained {pretrained['score']:.2f}, "
+          f"SFT {sft['score']:.2f} ({sft['n']} questions)")
+    assert sft["n"] == pretrained["n"] == untrained["n"] == 190
+    assert untrained["score"] < 0.1 and sft["ci"][0] > untrained["ci"][1]
+    [paired] = [r for r in report["pairwise"]["reference"]
+                if r["task"] == "held-out-facts" and (r["a"], r["b"]) == ("demo-pretrain", "demo-sft")]
+    assert paired["ci"][1] < 0.5, paired  # the pre-trained model's win rate against SFT: wholly below even
 
 
 def test_augmentation_makes_held_out_facts_extractable(demo):

@@ -26,9 +26,11 @@ def test_demo_eval_ranks_post_trained_models_above_base_and_untrained(report, de
     print("ranking:", [(r["model"], round(r["mean_score"], 3)) for r in report["ranking"]])
     assert all(s["n"] == 190 for s in facts.values())
     for post in ("demo-sft", "demo-dpo", "demo-grpo"):
-        for base in ("demo-pretrain", "random:demo-pretrain"):
-            # on the chat-format task every post-trained model's interval lies wholly above the base's
-            assert facts[post]["ci"][0] > facts[base]["ci"][1], (post, base, facts[post], facts[base])
+        # on the chat-format task every post-trained model's interval lies wholly above the untrained
+        # model's; against the pre-trained model only SFT's lead is certain, and it is read paired
+        # (below): the pre-trained model's chat answers vary from 0.06 to 0.31 between runs
+        assert facts[post]["ci"][0] > facts["random:demo-pretrain"]["ci"][1], (post, facts[post])
+        assert facts[post]["score"] > facts["demo-sft-plain"]["score"], (post, facts[post])
     # The ranking averages all tasks, two of them in the base model's own format (3-shot, multiple
     # choice), where the pre-trained model is strong: so only the untrained model's place is certain.
     means = [r["mean_score"] for r in report["ranking"]]
@@ -102,7 +104,7 @@ def test_demo_eval_report_files(demo_runs):
     m = read_json(demo_runs / "demo-eval" / "manifest.json")
     assert set(m["parents"]) == {"demo-pretrain", "demo-sft", "demo-sft-plain", "demo-dpo", "demo-grpo", "demo-rm",
                                  "demo-corpus"}
-    assert "vllm" in m["generation_backend"] and "hf" in m["generation_backend"]  # random weights: HF
+    assert m["generation_backend"] == ["hf"]  # the demo asks for HF (vLLM: the test below)
 
 
 def test_forge_compare_vllm_and_hf_answer_alike(ray_cluster, demo_runs, demo_data):
