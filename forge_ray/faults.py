@@ -8,7 +8,9 @@ follows (a retry, a resume, an engine restart) really recovers.
 ``rl_step`` (the RL driver raises after the step), ``rollout_engine`` (rollout engine 0 is
 killed before the step), ``weight_sync`` (the weight push to the rollout engines after the
 step is skipped, so the next step samples with stale weights). The fault fires once: it writes ``marker`` first, and never fires
-while the marker exists, so the retried or resumed run goes on.
+while the marker exists, so the retried or resumed run goes on. A JSON list plans several
+faults in one run (an engine killed at step 2, then the driver crashed after step 3: one
+run checks both recoveries).
 """
 
 from __future__ import annotations
@@ -41,9 +43,19 @@ class Fault:
         return True
 
 
-def planned() -> Fault | None:
-    """The fault ``$FORGE_FAULT_INJECT`` asks for, or None; a malformed value is an error that
-    names the variable and the key, not a fault silently skipped."""
+@dataclass(frozen=True)
+class FaultPlan:
+    """The faults one run was told to suffer; each fires once at its own point."""
+    faults: tuple[Fault, ...]
+
+    def due(self, at: Where, step: int, rank: int = 0) -> bool:
+        return any([f.due(at, step, rank) for f in self.faults])  # a list: every due marker is written
+
+
+def planned() -> FaultPlan | None:
+    """The faults ``$FORGE_FAULT_INJECT`` asks for (one object or a list), or None; a
+    malformed value is an error that names the variable and the key, not a fault silently
+    skipped."""
     raw = os.environ.get(ENV, "").strip()
     if not raw:
         return None
@@ -51,10 +63,15 @@ def planned() -> Fault | None:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{ENV} is not JSON: {exc}") from None
+    items = value if isinstance(value, list) and value else [value]
+    return FaultPlan(tuple(_fault(item) for item in items))
+
+
+def _fault(value) -> Fault:
     known = {f.name for f in fields(Fault)}
     if not isinstance(value, dict) or set(value) - known or not {"at", "step", "marker"} <= set(value):
-        raise ValueError(f"{ENV} must be an object with at, step, marker (and rank): unknown "
-                         f"{sorted(set(value) - known) if isinstance(value, dict) else value!r}")
+        raise ValueError(f"{ENV} must be an object (or a list of objects) with at, step, marker (and rank): "
+                         f"unknown {sorted(set(value) - known) if isinstance(value, dict) else value!r}")
     if value["at"] not in WHERE:
         raise ValueError(f"{ENV}: at must be one of {', '.join(WHERE)}, got {value['at']!r}")
     return Fault(at=value["at"], step=int(value["step"]), marker=str(value["marker"]), rank=int(value.get("rank", 0)))

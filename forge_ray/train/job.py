@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from forge_ray.faults import Fault
+    from forge_ray.faults import FaultPlan
     from forge_ray.models.registry import Arch
     from forge_ray.runner import Context
     from forge_ray.spec.stages import LoraSpec
@@ -91,7 +91,7 @@ class TrainJob:
     train_dir: str | None = None  # where the run's own checkpoints are, on shared storage
     vocab_pieces: dict[int, list[int]] | None = None  # domain tokens: each new id's old pieces
     vlm: VisionInputs | None = None
-    fault: Fault | None = None  # the recovery tests' planned failure (forge_ray.faults)
+    fault: FaultPlan | None = None  # the recovery tests' planned failure (forge_ray.faults)
 
     @property
     def run_name(self) -> str:

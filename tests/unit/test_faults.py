@@ -15,7 +15,7 @@ def test_a_fault_fires_once_at_its_point_and_rank(tmp_path, monkeypatch):
     monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 3, "rank": 1,
                                                          "marker": str(marker)}))
     fault = faults.planned()
-    assert fault == faults.Fault(at="train_step", step=3, rank=1, marker=str(marker))
+    assert fault == faults.FaultPlan((faults.Fault(at="train_step", step=3, rank=1, marker=str(marker)),))
     assert not fault.due("train_step", 3, rank=0)  # another rank
     assert not fault.due("train_step", 2, rank=1)  # another step
     assert not fault.due("rl_step", 3, rank=1)  # another point
@@ -29,6 +29,16 @@ def test_rank_matters_only_for_trainer_steps(tmp_path, monkeypatch):
     assert faults.planned().due("rl_step", 2)
 
 
+def test_a_list_plans_several_faults_each_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps([
+        {"at": "rollout_engine", "step": 2, "marker": str(tmp_path / "k")},
+        {"at": "rl_step", "step": 3, "marker": str(tmp_path / "c")}]))
+    plan = faults.planned()
+    assert not plan.due("rl_step", 2) and plan.due("rollout_engine", 2) and not plan.due("rollout_engine", 2)
+    assert plan.due("rl_step", 3) and not plan.due("rl_step", 3)
+    assert (tmp_path / "k").exists() and (tmp_path / "c").exists()
+
+
 def test_no_variable_no_fault(monkeypatch):
     monkeypatch.delenv("FORGE_FAULT_INJECT", raising=False)
     assert faults.planned() is None
@@ -39,6 +49,7 @@ def test_no_variable_no_fault(monkeypatch):
     ('{"step": 3, "marker": "/tmp/x"}', "at, step, marker"),
     ('{"at": "train_step", "step": 3, "marker": "/tmp/x", "kill_engine_at_step": 2}', "kill_engine_at_step"),
     ('{"at": "eval", "step": 3, "marker": "/tmp/x"}', "'eval'"),
+    ('[{"at": "rl_step", "step": 3, "marker": "/tmp/x"}, {"at": "rl_step"}]', "at, step, marker"),
 ])
 def test_a_malformed_fault_names_the_variable_and_the_key(monkeypatch, value, says):
     monkeypatch.setenv("FORGE_FAULT_INJECT", value)
