@@ -4,7 +4,9 @@ follows (a retry, a resume, an engine restart) really recovers.
 
     FORGE_FAULT_INJECT='{"at": "train_step", "step": 11, "rank": 1, "marker": "/tmp/m"}'
 
-``at`` says where: ``train_step`` (that trainer rank SIGKILLs itself after the step),
+``at`` says where: ``train_step`` (that trainer rank SIGKILLs itself after the step, or with
+``hold_s`` stops there that long instead: a test can then fail a node while training is
+certainly under way, whatever the machine's speed),
 ``rl_step`` (the RL driver raises after the step), ``rollout_engine`` (rollout engine 0 is
 killed before the step), ``weight_sync`` (the weight push to the rollout engines after the
 step is skipped, so the next step samples with stale weights). The fault fires once: it writes ``marker`` first, and never fires
@@ -32,6 +34,7 @@ class Fault:
     step: int
     marker: str
     rank: int = 0  # train_step only: which trainer rank fails
+    hold_s: float = 0.0  # train_step only: wait this long after the step instead of dying
 
     def due(self, at: Where, step: int, rank: int = 0) -> bool:
         """True once, at the planned point (the marker is written before the caller fails)."""
@@ -49,7 +52,12 @@ class FaultPlan:
     faults: tuple[Fault, ...]
 
     def due(self, at: Where, step: int, rank: int = 0) -> bool:
-        return any([f.due(at, step, rank) for f in self.faults])  # a list: every due marker is written
+        return self.fired(at, step, rank) is not None
+
+    def fired(self, at: Where, step: int, rank: int = 0) -> Fault | None:
+        """The fault due here (its marker now written), or None."""
+        due = [f for f in self.faults if f.due(at, step, rank)]  # a list: every due marker is written
+        return due[0] if due else None
 
 
 def planned() -> FaultPlan | None:
@@ -70,8 +78,9 @@ def planned() -> FaultPlan | None:
 def _fault(value) -> Fault:
     known = {f.name for f in fields(Fault)}
     if not isinstance(value, dict) or set(value) - known or not {"at", "step", "marker"} <= set(value):
-        raise ValueError(f"{ENV} must be an object (or a list of objects) with at, step, marker (and rank): "
+        raise ValueError(f"{ENV} must be an object (or a list of objects) with at, step, marker (and rank, hold_s): "
                          f"unknown {sorted(set(value) - known) if isinstance(value, dict) else value!r}")
     if value["at"] not in WHERE:
         raise ValueError(f"{ENV}: at must be one of {', '.join(WHERE)}, got {value['at']!r}")
-    return Fault(at=value["at"], step=int(value["step"]), marker=str(value["marker"]), rank=int(value.get("rank", 0)))
+    return Fault(at=value["at"], step=int(value["step"]), marker=str(value["marker"]), rank=int(value.get("rank", 0)),
+                 hold_s=float(value.get("hold_s", 0.0)))

@@ -264,6 +264,10 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def _maybe_fail(job: TrainJob, step: int, rank: int) -> None:
-    """Fault injection for recovery tests (:mod:`forge_ray.faults`): one worker SIGKILLs itself once."""
-    if job.fault is not None and job.fault.due("train_step", step, rank):
+    """Fault injection for recovery tests (:mod:`forge_ray.faults`): one worker SIGKILLs itself
+    once, or holds still once (while the test fails something around it)."""
+    fault = job.fault.fired("train_step", step, rank) if job.fault is not None else None
+    if fault is not None and fault.hold_s > 0:
+        time.sleep(fault.hold_s)
+    elif fault is not None:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -120,13 +120,19 @@ def _node_running_a_train_worker(session: str) -> int:
 @pytest.fixture(scope="module")
 def node_lost(cluster, shared, tmp_path_factory):
     """A 2-worker pretraining run on the loopback nodes, one of whose nodes is killed (its
-    raylet, with every process on it) after the first checkpoint."""
+    raylet, with every process on it) after the first checkpoint — while rank 0 holds still
+    after step 10 (a planned ``hold_s`` fault), so the kill lands mid-run however fast the
+    machine (the whole run is a few seconds of training: an unheld run could finish first)."""
     tmp = tmp_path_factory.mktemp("node-lost")
+    holding = tmp / "holding"
+    fault = {"at": "train_step", "step": CHECKPOINT_EVERY + 2, "rank": 0, "marker": str(holding), "hold_s": 300}
     proc = subprocess.Popen([str(VENV_BIN / "forge"), "run", spec_file(tmp, "node-lost"), "--storage", f"file://{shared}"],
-                            cwd=REPO, env={**cluster["env"], "RAY_ADDRESS": cluster["gcs"]},
+                            cwd=REPO, env={**cluster["env"], "RAY_ADDRESS": cluster["gcs"],
+                                           "FORGE_FAULT_INJECT": json.dumps(fault)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: _checkpointed_past(shared / "node-lost", CHECKPOINT_EVERY + 2), timeout=600, every=0.5)  # measured 17 s on a clean clone
+        wait_for(lambda: holding.exists() and _checkpointed_past(shared / "node-lost", CHECKPOINT_EVERY),
+                 timeout=600, every=0.5)  # measured 17 s on a clean clone
         node = _node_running_a_train_worker(cluster["session"])
         killed = subprocess.run(["bash", LOCAL_SH, "kill", str(node)], env=cluster["env"], capture_output=True, text=True)
         assert killed.returncode == 0, killed.stderr

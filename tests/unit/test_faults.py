@@ -39,6 +39,14 @@ def test_a_list_plans_several_faults_each_once(tmp_path, monkeypatch):
     assert (tmp_path / "k").exists() and (tmp_path / "c").exists()
 
 
+def test_a_held_step_says_how_long_and_fires_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_FAULT_INJECT", json.dumps({"at": "train_step", "step": 10, "marker": str(tmp_path / "h"),
+                                                         "hold_s": 300}))
+    plan = faults.planned()
+    assert plan.fired("train_step", 9) is None
+    assert plan.fired("train_step", 10).hold_s == 300 and plan.fired("train_step", 10) is None
+
+
 def test_no_variable_no_fault(monkeypatch):
     monkeypatch.delenv("FORGE_FAULT_INJECT", raising=False)
     assert faults.planned() is None
