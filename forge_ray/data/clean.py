@@ -78,13 +78,24 @@ def content_hash(text: str) -> str:
     return hashlib.sha1(normalize_for_hash(text).encode("utf-8")).hexdigest()
 
 
+def document_content(row: dict) -> str:
+    """What a document *is*: its payload (a chat, a preference pair) where it has one, else its text."""
+    return row["payload"] if row.get("payload") else row["text"]
+
+
 def document_draw(row: dict, seed: int) -> float:
     """A number in [0, 1) fixed by (seed, the document's content): which split a document
     lands in, or whether it is repeated, must not depend on its ``doc_id``, which names the
     file it came from — and a run's output files carry a fresh random name per write, so
     ids keyed on them moved documents between train and validation on every rerun."""
-    text = row["payload"] if row.get("payload") else row["text"]
-    return int(content_hash(f"{seed}:{text}")[:12], 16) / 16**12
+    return int(content_hash(f"{seed}:{document_content(row)}")[:12], 16) / 16**12
+
+
+def is_heldout(row: dict, fraction: float, seed: int) -> bool:
+    """Whether a document is in the held-out split — of a data run, of a tokenizer run, and
+    when evaluation recomputes a data run's split from its spec: one rule, stable whatever
+    the read order, the machine or the file names."""
+    return fraction > 0 and document_draw(row, seed) < fraction
 
 
 # ------------------------------------------------------------------ MinHash LSH

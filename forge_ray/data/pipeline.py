@@ -122,7 +122,7 @@ def length_filter(ds, cfg: CleanSpec) -> tuple[Any, StepReport]:
 
 
 def _dedup_key(row: dict) -> str:
-    return clean.content_hash(row["payload"] if row["payload"] else row["text"])
+    return clean.content_hash(clean.document_content(row))
 
 
 class _Deduplicated:

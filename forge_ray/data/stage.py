@@ -16,6 +16,7 @@ from dataclasses import asdict
 import numpy as np
 
 from forge_ray.data import pipeline as P
+from forge_ray.data.clean import is_heldout
 from forge_ray.data.reuse import preparation_key, source_files
 from forge_ray.data.sources import fingerprint, source_dataset
 from forge_ray.runner import Context, StageResult, input_dir
@@ -89,15 +90,6 @@ def run(spec: DataStage, run: RunDir, ctx: Context) -> StageResult:
     if bad:
         outputs["quarantine"] = quarantine_rel
     return StageResult(metrics=metrics, outputs=outputs)
-
-
-def is_heldout(row: dict, fraction: float, seed: int) -> bool:
-    """Whether a document is in the validation split: drawn from (seed, content), stable
-    whatever the read order or file names (evaluation recomputes the same split from the
-    run's spec)."""
-    from forge_ray.data.clean import document_draw
-
-    return document_draw(row, seed) < fraction
 
 
 def _split(docs, fraction: float, seed: int):

@@ -29,7 +29,7 @@ def heldout_texts(ctx: Context, spec: EvalStage) -> list[str]:
         import pyarrow.parquet as pq
         import yaml
 
-        from forge_ray.data.stage import is_heldout
+        from forge_ray.data.clean import is_heldout
 
         data_run = ctx.storage.run(spec.perplexity_dataset)
         data_spec = yaml.safe_load(data_run.read_text("spec.yaml"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from forge_ray.data.clean import is_heldout
 from forge_ray.spec.stages import TokenizerStage
 
 
@@ -32,14 +33,6 @@ def default_chat_template(system: str, user: str, assistant: str, end: str) -> s
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}" + assistant + "{%- endif -%}"
     )
-
-
-def is_held_out(doc: dict, fraction: float, seed: int) -> bool:
-    """Deterministic split by document content, independent of read order, of where the
-    corpus lives and of file names (a run's Parquet files are named afresh on every write)."""
-    from forge_ray.data.clean import document_draw
-
-    return fraction > 0 and document_draw(doc, seed) < fraction
 
 
 def build_bpe(spec: TokenizerStage, texts: Iterator[str], show_progress: bool = True):
@@ -94,7 +87,7 @@ def train_tokenizer(spec: TokenizerStage, docs: Iterator[dict], out_dir: Path, p
         for i, doc in enumerate(docs):
             if spec.max_documents is not None and i >= spec.max_documents:
                 return
-            if is_held_out(doc, spec.heldout_fraction, spec.seed):
+            if is_heldout(doc, spec.heldout_fraction, spec.seed):
                 heldout.append(doc["text"])
                 continue
             counts["train_docs"] += 1

@@ -106,14 +106,16 @@ def test_eval_ngrams_use_whole_short_fields_but_not_tiny_ones(tmp_path):
 def test_the_split_follows_content_not_the_file_a_document_came_from():
     """A run's Parquet files are named afresh on every write: a split keyed on ``doc_id``
     (which names the file) moved documents between train and validation on each rerun."""
-    from forge_ray.data.stage import is_heldout
-    from forge_ray.tokenizer.train import is_held_out
+    from forge_ray.data import stage as data_stage
+    from forge_ray.data.clean import is_heldout
+    from forge_ray.tokenizer import train as tokenizer_train
 
     rows = [{"text": f"Team {i} is led by person {i}.", "payload": ""} for i in range(4000)]
     first = [is_heldout({**r, "doc_id": f"000:aaa_000000-0.parquet:{i:09d}"}, 0.1, 0) for i, r in enumerate(rows)]
     again = [is_heldout({**r, "doc_id": f"000:bbb_000000-0.parquet:{i:09d}"}, 0.1, 0) for i, r in enumerate(rows)]
     assert first == again and 0.08 < sum(first) / len(rows) < 0.12
     assert first != [is_heldout(r, 0.1, 1) for r in rows]  # the seed still chooses
-    assert [is_held_out(r, 0.1, 0) for r in rows] == first  # the tokenizer splits by the same rule
+    assert [tokenizer_train.is_heldout(r, 0.1, 0) for r in rows] == first  # the tokenizer splits by the same rule
+    assert [data_stage.is_heldout(r, 0.1, 0) for r in rows] == first  # and so does the data stage
     chat = {"text": "", "payload": '{"messages": []}'}
     assert is_heldout(chat, 0.5, 0) == is_heldout({**chat, "text": "rendered"}, 0.5, 0)  # payload decides
