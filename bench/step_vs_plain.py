@@ -12,7 +12,12 @@ norm, one loss readback). Rows are single documents, so both compute the same at
 two alternate step by step and the medians are compared: ratio = plain / forge (1.0 = no
 overhead).
 
-CPU:      python bench/step_vs_plain.py                      (nanoGPT's CPU shape: 4 × 128, 12 × 64 tokens)
+``--compile`` measures the compiled paths too: forge with ``train.compile: true`` (each decoder
+layer compiled, as the trainer does) against nanoGPT's CPU recipe (``--compile=False``) and
+against the plain loops compiled whole the way nanoGPT's default does; the first (warm-up)
+step of each, which pays the compile, is reported beside the medians.
+
+CPU:      python bench/step_vs_plain.py [--compile]          (nanoGPT's CPU shape: 4 × 128, 12 × 64 tokens)
 One GPU:  python bench/step_vs_plain.py --layers 12 --width 768 --batch 16 --seq-len 1024 --steps 30
 Cluster:  a one-device figure (the multi-worker cost is bench/train_overhead.py's)
 """
@@ -24,6 +29,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -159,6 +165,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time forge with train.compile and the plain loops compiled whole")
     args = p.parse_args()
     args.hidden = args.hidden or -(-8 * args.width // 3 // 8) * 8
     if args.threads:
@@ -177,18 +185,27 @@ def main() -> None:
               "plain_llama": PlainLlama(args.vocab, args.seq_len, args.layers, args.width, args.heads, args.hidden)}
     steps = {name: _plain_step(model.to(device), caps) for name, model in plains.items()}
     steps["forge"], forge_params = _forge_step(args, caps)
+    if args.compile:
+        torch.manual_seed(0)
+        compiled = {f"{name}_compiled": torch.compile(type(model)(*_init_args(name, args)).to(device))
+                    for name, model in plains.items()}
+        steps.update({name: _plain_step(model, caps) for name, model in compiled.items()})
+        steps["forge_compiled"], _ = _forge_step(args, replace(caps, compile=True))
     g = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in steps}
+    first: dict[str, float] = {}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for i in range(args.warmup + args.steps):
         # the same tokens for all: nanoGPT reads seq_len + 1 tokens for seq_len predictions
         ids = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=g)
         for name, fn in steps.items():
-            x = ids[:, :-1].contiguous() if name == "forge" else ids
+            x = ids[:, :-1].contiguous() if name.startswith("forge") else ids
             sync()
             t = time.perf_counter()
             fn(x)
             sync()
+            if i == 0:
+                first[name] = round(time.perf_counter() - t, 2)
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t)
     ms = {name: round(1000 * statistics.median(v), 2) for name, v in times.items()}
@@ -198,7 +215,17 @@ def main() -> None:
                       "device": device, "threads": torch.get_num_threads(), "steps": args.steps, "median_ms": ms,
                       "ratio_plain_llama_over_forge": round(ms["plain_llama"] / ms["forge"], 3),
                       "ratio_plain_gpt_over_forge": round(ms["plain_gpt"] / ms["forge"], 3),
-                      "params": {**params, "forge": forge_params}}))
+                      **({"ratio_plain_gpt_over_forge_compiled": round(ms["plain_gpt"] / ms["forge_compiled"], 3),
+                          "ratio_plain_gpt_compiled_over_forge_compiled":
+                              round(ms["plain_gpt_compiled"] / ms["forge_compiled"], 3),
+                          "ratio_plain_llama_compiled_over_forge_compiled":
+                              round(ms["plain_llama_compiled"] / ms["forge_compiled"], 3)} if args.compile else {}),
+                      "first_step_s": first, "params": {**params, "forge": forge_params}}))
+
+
+def _init_args(name: str, args) -> tuple:
+    common = (args.vocab, args.seq_len, args.layers, args.width, args.heads)
+    return common + ((args.hidden,) if name == "plain_llama" else ())
 
 
 def _plain_step(model: nn.Module, caps):

@@ -123,7 +123,8 @@ class TrainSpec:
     precision: Literal["auto", "fp32", "bf16"] = opt("auto", "auto: bf16 on GPUs that support it, fp32 on CPU")
     attention: Literal["auto", "flex", "sdpa", "eager"] = opt(
         "auto", "attention kernel; auto: FlexAttention over the document block mask on CUDA, SDPA on CPU")
-    compile: bool = opt(False, "torch.compile each decoder layer (GPU runs long enough to amortise compiling)")
+    compile: bool = opt(False, "torch.compile each decoder layer, the final norm and the rotary table "
+                         "(a run of a few hundred steps or more amortises compiling, on CPU as on GPU)")
     activation_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     eval_every: int = opt(50, "steps between validation passes; 0 disables", ge=0)
     eval_batches: int = opt(4, "validation batches per pass", ge=1)

@@ -81,6 +81,9 @@ def apply(model: torch.nn.Module, caps: Capabilities) -> torch.nn.Module:
         allow_recompiles(2 * len(decoder.layers) + 8)  # one compiled variant per layer, and room
         for layer in decoder.layers:
             layer.compile()
+        for name in ("norm", "rotary_emb"):
+            if isinstance(getattr(decoder, name, None), torch.nn.Module):
+                getattr(decoder, name).compile()
     return model
 
 

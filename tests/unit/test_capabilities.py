@@ -66,3 +66,37 @@ def test_flex_block_mask_gives_the_dense_mask_logits():
     with torch.no_grad():
         joined, _ = causal_logits(model, ids, torch.where(seg == 2, 1, seg), torch.arange(128).expand(2, -1))
     assert not torch.allclose(joined[0, 60:100], dense[0, 60:100], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_layers_compute_the_eager_loss_and_gradients_under_the_same_names():
+    """``train.compile`` on CPU (inductor's C++ kernels): the same loss and gradients as eager
+    on packed rows with a document mask, and the same parameter names, so a compiled run's
+    checkpoints and exports are an eager run's."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.registry import hf_config, resolve
+    from forge_ray.spec.sections import ModelSpec
+    from forge_ray.train.capabilities import apply
+    from forge_ray.train.objectives import CausalLMObjective
+
+    torch.manual_seed(0)
+    config = hf_config(resolve(ModelSpec(preset="tiny", num_layers=1)), 512, 1, 2, 0)  # one layer: one compile
+    eager = AutoModelForCausalLM.from_config(config)
+    compiled = AutoModelForCausalLM.from_config(config)
+    compiled.load_state_dict(eager.state_dict())
+    names = [n for n, _ in compiled.named_parameters()]
+    apply(eager, select(cuda=False))
+    apply(compiled, select("auto", "auto", True, cuda=False))
+    assert [n for n, _ in compiled.named_parameters()] == names
+    seg = torch.tensor([[1] * 30 + [2] * 34, [1] * 64])
+    batch = {"input_ids": torch.randint(3, 512, (2, 64)), "segment_ids": seg, "loss_mask": torch.ones(2, 64),
+             "position_ids": torch.cat([torch.cat([torch.arange(30), torch.arange(34)])[None], torch.arange(64)[None]])}
+    losses = []
+    for model in (eager, compiled):
+        loss = CausalLMObjective(model)(**batch)
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
