@@ -9,6 +9,7 @@ and writes no corpus."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -63,6 +64,8 @@ def test_augment_stage_and_a_data_stage_reading_it(ray_cluster, tmp_path, storag
            "product,part_number,weight_kg,owner\nBonbul,SM-7828,12,Team Osprey\nKeilkrou,GM-1030,40,Team Bison\n")
     result = forge("run", str(_pipeline(tmp_path)), "--storage", str(storage), env={"RAY_ADDRESS": ray_cluster["gcs"]})
     assert result.returncode == 0, result.stderr[-3000:]
+    # Ray's C++ lines (the data stage's actor pool: "E … core_worker.cc … max_restarts > 0") are in the log
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\]", result.stderr, re.M), result.stderr[-3000:]
     run = storage / "kn-augmented"
     rows = _corpus(run)
     by = lambda strategy: [r for r in rows if r["strategy"] == strategy]  # noqa: E731

@@ -76,3 +76,30 @@ def test_the_brief_report_ranks_every_model_in_80_columns():
     assert "0.48 [0.43, 0.53]" in lines[1] and lines[1].rstrip().endswith("0.77")
     assert lines[2].rstrip().endswith("—")  # a model a task did not score
     assert "…two-hop" in lines[0] or "held-out-two-hop" in lines[0]
+
+
+def test_native_log_lines_on_descriptor_2_go_to_the_log_and_the_rest_to_the_terminal(tmp_path):
+    """Ray's C++ core writes its "E" lines straight to descriptor 2 of the driver; in a command
+    a person reads they reach the log, while a traceback line and a progress bar's ``\\r``
+    redraw (no newline) still reach the terminal, in order, before the process ends."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import logging, os, sys\n"
+        "from forge_ray import console\n"
+        "console.setup_terminal()\n"
+        f"logging.getLogger('forge_ray').addHandler(logging.FileHandler({str(tmp_path / 'run.log')!r}))\n"
+        "console.route_native_stderr()\n"
+        "os.write(2, b'[2026-12-02 20:00:00,123 E 4242 4243] core_worker.cc:2465: Actor has constructor "
+        "arguments in the object store and max_restarts > 0.\\n')\n"
+        "os.write(2, b'Traceback (most recent call last):\\n')\n"
+        "sys.stderr.write('\\rstep 3/10')\n"
+        "sys.stderr.flush()\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != console.VERBOSE_ENV}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.endswith(b"Traceback (most recent call last):\n\rstep 3/10"), out.stderr
+    assert b"core_worker.cc" not in out.stderr
+    assert "[native] [2026-12-02 20:00:00,123 E 4242 4243] core_worker.cc:2465" in (tmp_path / "run.log").read_text()
