@@ -116,6 +116,9 @@ class PlainLlama(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+PLAINS = {"plain_gpt": PlainGPT, "plain_llama": PlainLlama}
+
+
 def _forge_step(args, caps):
     """The trainer's model, objective and engine on one rank; a function doing one step."""
     from transformers import AutoModelForCausalLM
@@ -181,14 +184,13 @@ def main() -> None:
     dist.init_process_group(caps.backend, rank=0, world_size=1)
     torch.manual_seed(0)
     device = caps.device
-    plains = {"plain_gpt": PlainGPT(args.vocab, args.seq_len, args.layers, args.width, args.heads),
-              "plain_llama": PlainLlama(args.vocab, args.seq_len, args.layers, args.width, args.heads, args.hidden)}
+    plains = {name: cls(*_init_args(name, args)) for name, cls in PLAINS.items()}
     steps = {name: _plain_step(model.to(device), caps) for name, model in plains.items()}
     steps["forge"], forge_params = _forge_step(args, caps)
     if args.compile:
         torch.manual_seed(0)
-        compiled = {f"{name}_compiled": torch.compile(type(model)(*_init_args(name, args)).to(device))
-                    for name, model in plains.items()}
+        compiled = {f"{name}_compiled": torch.compile(cls(*_init_args(name, args)).to(device))
+                    for name, cls in PLAINS.items()}
         steps.update({name: _plain_step(model, caps) for name, model in compiled.items()})
         steps["forge_compiled"], _ = _forge_step(args, replace(caps, compile=True))
     g = torch.Generator().manual_seed(0)

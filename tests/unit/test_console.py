@@ -82,6 +82,7 @@ def test_native_log_lines_on_descriptor_2_go_to_the_log_and_the_rest_to_the_term
     """Ray's C++ core writes its "E" lines straight to descriptor 2 of the driver; in a command
     a person reads they reach the log, while a traceback line and a progress bar's ``\\r``
     redraw (no newline) still reach the terminal, in order, before the process ends."""
+    import os
     import subprocess
     import sys
 
@@ -97,7 +98,7 @@ def test_native_log_lines_on_descriptor_2_go_to_the_log_and_the_rest_to_the_term
         "os.write(2, b'Traceback (most recent call last):\\n')\n"
         "sys.stderr.write('\\rstep 3/10')\n"
         "sys.stderr.flush()\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != console.VERBOSE_ENV}
+    env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr.endswith(b"Traceback (most recent call last):\n\rstep 3/10"), out.stderr
