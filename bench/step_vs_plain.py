@@ -120,39 +120,15 @@ PLAINS = {"plain_gpt": PlainGPT, "plain_llama": PlainLlama}
 
 
 def _forge_step(args, caps):
-    """The trainer's model, objective and engine on one rank; a function doing one step."""
-    from transformers import AutoModelForCausalLM
+    """The trainer's model, objective and engine on one rank, at the plain loops' shape."""
+    from forge_step import build_forge_step
 
-    from forge_ray.distributed.engine import build_engine, clip_and_norm
-    from forge_ray.models.registry import Arch, hf_config
-    from forge_ray.spec.sections import OptimSpec, TrainSpec
-    from forge_ray.train import capabilities
-    from forge_ray.train.capabilities import to_device
-    from forge_ray.train.objectives import CausalLMObjective
+    from forge_ray.models.registry import Arch
 
     arch = Arch("dense", hidden_size=args.width, num_layers=args.layers, num_heads=args.heads,
                 num_kv_heads=args.heads, intermediate_size=args.hidden, max_seq_len=args.seq_len,
                 tie_embeddings=True)
-    model = AutoModelForCausalLM.from_config(hf_config(arch, vocab_size=args.vocab), dtype=torch.float32)
-    objective = CausalLMObjective(model)
-    capabilities.apply(model, caps)
-    optim = OptimSpec(lr=1e-3, warmup_steps=0, schedule="constant")
-    train = TrainSpec(micro_batch_size=args.batch, seq_len=args.seq_len, max_steps=10**6)
-    built = build_engine(objective, optim, train, 1, caps, max_steps=train.max_steps)
-    engine = built.engine
-
-    def step(ids: torch.Tensor) -> float:
-        ones = torch.ones_like(ids)
-        batch = to_device({"input_ids": ids, "segment_ids": ones, "loss_mask": ones,
-                           "position_ids": torch.arange(ids.shape[1]).expand_as(ids)},
-                          objective.batch_keys, engine.device, caps.pin_memory)
-        loss = engine(**batch)
-        engine.backward(loss)
-        clip_and_norm(engine, objective, optim.grad_clip, built.own_clip)
-        engine.step()
-        return float(objective.logged_loss(loss))
-
-    return step, sum(p.numel() for p in model.parameters())
+    return build_forge_step(arch, args.vocab, args.batch, args.seq_len, caps)
 
 
 def main() -> None:

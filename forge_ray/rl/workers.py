@@ -70,10 +70,12 @@ class TrainableWorker:
                           WORLD_SIZE=str(self.world), LOCAL_RANK="0")
         torch.manual_seed(job.seed)
         torch.set_num_threads(max(1, job.threads))
-        self.caps = capabilities.detect(job.train.precision)  # this worker's device decides, as in the trainer
+        # this worker's device decides, as in the trainer
+        self.caps = capabilities.detect(job.train.precision, experts=job.train.experts)
         if not dist.is_initialized():
             dist.init_process_group(self.caps.backend, rank=self.rank, world_size=self.world)
         self.objective = _build_objective(job)
+        capabilities.set_experts(self.objective.model, self.caps.experts)
         built = build_engine(self.objective, job.optim, job.train, self.world, self.caps)  # the trainer's factory
         self.engine, self.own_clip = built.engine, built.own_clip
         return self.rank

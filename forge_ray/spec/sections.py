@@ -125,6 +125,9 @@ class TrainSpec:
         "auto", "attention kernel; auto: FlexAttention over the document block mask on CUDA, SDPA on CPU")
     compile: bool = opt(False, "torch.compile each decoder layer, the final norm and the rotary table "
                          "(a run of a few hundred steps or more amortises compiling, on CPU as on GPU)")
+    experts: Literal["auto", "grouped", "eager"] = opt(
+        "auto", "MoE expert kernel; auto/grouped: tokens sorted by expert, each expert projection one grouped "
+        "matmul; eager: transformers' reference loop over experts")
     activation_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     eval_every: int = opt(50, "steps between validation passes; 0 disables", ge=0)
     eval_batches: int = opt(4, "validation batches per pass", ge=1)

@@ -7,7 +7,10 @@ the packed rows' document ids (cross-document blocks are skipped, not computed a
 masked), host batches are pinned and copied asynchronously, and collectives go over NCCL.
 On CPU: fp32, SDPA with the same document mask as a dense tensor, gloo. ``torch.compile``
 (per decoder layer, as torchtitan does) is opt-in: it pays off on GPUs once a run is long
-enough to amortise the minute or two of compiling.
+enough to amortise the minute or two of compiling. Mixture-of-Experts layers run their experts
+grouped wherever torch has a grouped matmul (tokens sorted by expert, each expert projection
+one grouped GEMM over all experts at once, forward and backward) instead of transformers'
+reference loop over experts, which launches a gather, two matmuls and a scatter per expert.
 
 The selection is a pure function of the spec and what the machine reports, so it is tested
 on CPU with the GPU facts given as arguments.
@@ -32,6 +35,7 @@ class Capabilities:
     compile: bool
     pin_memory: bool
     backend: str  # nccl | gloo
+    experts: str = "grouped"  # grouped | eager (MoE models only)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,8 +45,9 @@ class Capabilities:
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
 
-def select(precision: str = "auto", attention: str = "auto", compile: bool = False, *, cuda: bool,
-           bf16_supported: bool = False, flex_available: bool = False) -> Capabilities:
+def select(precision: str = "auto", attention: str = "auto", compile: bool = False, experts: str = "auto", *,
+           cuda: bool, bf16_supported: bool = False, flex_available: bool = False,
+           grouped_mm_available: bool = True) -> Capabilities:
     """The switches for a run: ``auto`` choices follow the device; explicit ones are kept
     unless the device cannot honour them (then a clear error, not a silent fallback)."""
     if precision == "bf16" and not (cuda and bf16_supported):
@@ -50,13 +55,24 @@ def select(precision: str = "auto", attention: str = "auto", compile: bool = Fal
                          "use auto or fp32 on this machine")
     if attention == "flex" and not (cuda and flex_available):
         raise ValueError("train.attention: flex needs CUDA and torch.nn.attention.flex_attention; use auto or sdpa")
+    if experts == "grouped" and not grouped_mm_available:
+        raise ValueError(f"train.experts: grouped needs torch's grouped matmul, which torch {torch.__version__} "
+                         "does not have; use auto or eager")
     chosen_precision = precision if precision != "auto" else ("bf16" if cuda and bf16_supported else "fp32")
     chosen_attention = attention if attention != "auto" else ("flex" if cuda and flex_available else "sdpa")
+    chosen_experts = experts if experts != "auto" else ("grouped" if grouped_mm_available else "eager")
     return Capabilities(device="cuda" if cuda else "cpu", precision=chosen_precision, attention=chosen_attention,
-                        compile=compile, pin_memory=cuda, backend="nccl" if cuda else "gloo")
+                        compile=compile, pin_memory=cuda, backend="nccl" if cuda else "gloo", experts=chosen_experts)
 
 
-def detect(precision: str = "auto", attention: str = "auto", compile: bool = False) -> Capabilities:
+def grouped_mm_available() -> bool:
+    """torch has a grouped matmul (public ``torch.nn.functional.grouped_mm`` since 2.10, with a
+    CPU kernel; ``torch._grouped_mm`` before, used by transformers, not by us)."""
+    return hasattr(torch.nn.functional, "grouped_mm") or hasattr(torch, "_grouped_mm")
+
+
+def detect(precision: str = "auto", attention: str = "auto", compile: bool = False,
+           experts: str = "auto") -> Capabilities:
     """:func:`select` with this process's device facts."""
     cuda = torch.cuda.is_available()
     try:
@@ -65,14 +81,20 @@ def detect(precision: str = "auto", attention: str = "auto", compile: bool = Fal
         flex = True
     except ImportError:
         flex = False
-    return select(precision, attention, compile, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-                  flex_available=flex)
+    return select(precision, attention, compile, experts, cuda=cuda,
+                  bf16_supported=cuda and torch.cuda.is_bf16_supported(), flex_available=flex,
+                  grouped_mm_available=grouped_mm_available())
 
 
-def apply(model: torch.nn.Module, caps: Capabilities) -> torch.nn.Module:
-    """Set the attention kernel and, if asked, compile each decoder layer in place (parameter
-    names are unchanged, so checkpoints and exports are the same either way)."""
+def apply(model: torch.nn.Module, caps: Capabilities, attention: bool = True) -> torch.nn.Module:
+    """Set the expert kernel (MoE models), the attention kernel and, if asked, compile each
+    decoder layer in place (parameter names are unchanged, so checkpoints and exports are the
+    same either way). ``attention=False``: a forward that passes HF's own padding mask (the
+    reward head) keeps the model's attention kernel and runs uncompiled."""
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    set_experts(target, caps.experts)
+    if not attention:
+        return model
     target.set_attn_implementation(_HF_ATTENTION[caps.attention])
     if caps.compile:
         decoder = target.get_decoder() if hasattr(target, "get_decoder") else target.model
@@ -85,6 +107,17 @@ def apply(model: torch.nn.Module, caps: Capabilities) -> torch.nn.Module:
             if isinstance(getattr(decoder, name, None), torch.nn.Module):
                 getattr(decoder, name).compile()
     return model
+
+
+#: transformers' names for the expert kernels
+_HF_EXPERTS = {"grouped": "grouped_mm", "eager": "eager"}
+
+
+def set_experts(model: torch.nn.Module, experts: str) -> None:
+    """The expert kernel of an MoE model (a dense model has none: nothing to set)."""
+    if not any(type(m).__name__.endswith("Experts") for m in model.modules()):
+        return
+    model.set_experts_implementation(_HF_EXPERTS[experts])
 
 
 def to_device(batch: dict, keys: tuple[str, ...], device: str | torch.device, pin: bool) -> dict:

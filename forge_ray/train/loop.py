@@ -109,11 +109,10 @@ class Trainer:
         torch.set_num_threads(max(1, int(job.spec.resources.cpus_per_worker)))
         torch.manual_seed(job.seed)
         np.random.seed(job.seed + self.rank)
-        self.caps = caps = capabilities.detect(train.precision, train.attention, train.compile)
+        self.caps = caps = capabilities.detect(train.precision, train.attention, train.compile, train.experts)
         model = build_model(job)
         self.objective = build_objective(job, model, token_bytes(AutoTokenizer.from_pretrained(job.tokenizer_dir)))
-        if self.objective.any_attention_kernel:
-            capabilities.apply(model, caps)
+        capabilities.apply(model, caps, attention=self.objective.any_attention_kernel)
         built = build_engine(self.objective, optim, train, self.world, caps, max_steps=train.max_steps)
         self.engine, self.scheduler, self.own_clip, self.bf16_mode = (built.engine, built.scheduler, built.own_clip,
                                                                       built.bf16_mode)

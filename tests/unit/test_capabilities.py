@@ -100,3 +100,47 @@ def test_compiled_layers_compute_the_eager_loss_and_gradients_under_the_same_nam
     assert torch.allclose(losses[0], losses[1], atol=1e-5)
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_experts_run_grouped_where_torch_can_and_eager_is_kept_as_the_reference():
+    assert select(cuda=False).experts == "grouped"  # this torch has a grouped matmul
+    assert select(cuda=False, grouped_mm_available=False).experts == "eager"
+    assert select("auto", "auto", False, "eager", cuda=True).experts == "eager"
+    with pytest.raises(ValueError, match="train.experts: grouped needs torch's grouped matmul"):
+        select("auto", "auto", False, "grouped", cuda=False, grouped_mm_available=False)
+
+
+def test_grouped_experts_compute_the_reference_loop_loss_and_gradients():
+    """The grouped expert kernel (tokens sorted by expert, one grouped matmul per projection)
+    against transformers' loop over experts, on packed rows with the router's load-balancing
+    and z-losses: the same loss, router statistics and gradients under the same names."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.registry import hf_config, resolve
+    from forge_ray.spec.sections import ModelSpec
+    from forge_ray.train.capabilities import apply
+    from forge_ray.train.objectives import CausalLMObjective
+
+    torch.manual_seed(0)
+    arch = resolve(ModelSpec(preset="tiny-moe", num_experts=8, experts_per_token=2))
+    models = {}
+    for kernel in ("eager", "grouped"):
+        models[kernel] = AutoModelForCausalLM.from_config(hf_config(arch, 512, 1, 2, 0))
+        apply(models[kernel], select("auto", "auto", False, kernel, cuda=False))
+    models["grouped"].load_state_dict(models["eager"].state_dict())
+    assert {m.config._experts_implementation for m in models.values()} == {"eager", "grouped_mm"}
+    seg = torch.tensor([[1] * 30 + [2] * 34, [1] * 64])
+    batch = {"input_ids": torch.randint(3, 512, (2, 64)), "segment_ids": seg, "loss_mask": torch.ones(2, 64),
+             "position_ids": torch.cat([torch.cat([torch.arange(30), torch.arange(34)])[None], torch.arange(64)[None]])}
+    results = {}
+    for kernel, model in models.items():
+        objective = CausalLMObjective(model, aux_coef=0.01, z_coef=0.001)
+        loss = objective(**batch)
+        loss.backward()
+        results[kernel] = (loss.detach(), objective.stats["aux_loss"], objective.stats["expert_load"])
+    (loss_e, aux_e, load_e), (loss_g, aux_g, load_g) = results["eager"], results["grouped"]
+    assert torch.allclose(loss_e, loss_g, atol=1e-5) and torch.allclose(aux_e, aux_g, atol=1e-6)
+    assert load_e == load_g  # the same routing: every token went to the same experts
+    grads = dict(models["eager"].named_parameters())
+    for name, p in models["grouped"].named_parameters():
+        assert torch.allclose(p.grad, grads[name].grad, atol=1e-6, rtol=1e-4), name
