@@ -4,8 +4,8 @@ model or a tokenizer can name it (``init_from: NAME`` continues pre-training fro
 ``base: NAME`` fine-tunes it, evals compare against it).
 
 Safe by construction: safetensors weights only (a pickle checkpoint is refused, never
-opened), no ``auto_map``/remote code, and only architectures in our registry's families
-(Llama-style dense, Mixtral-style MoE). The weights are copied into the run (``model/``)
+opened), no ``auto_map``/remote code, and only the architectures of
+:data:`forge_ray.models.families.FAMILIES` (transformers' own implementations). The weights are copied into the run (``model/``)
 and fingerprinted, so the run does not change if the source directory does.
 """
 
@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 from forge_ray.allowed_paths import require_allowed
+from forge_ray.models.families import BY_ARCHITECTURE as SUPPORTED
 
-SUPPORTED = {"LlamaForCausalLM": "dense", "MistralForCausalLM": "dense", "MixtralForCausalLM": "moe"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
@@ -59,7 +59,7 @@ def inspect(path: str | Path) -> dict:
                     n *= d
                 params += n
         fingerprints[w.name] = sha256_file(w)
-    return {"architecture": archs[0], "family": SUPPORTED[archs[0]], "params": params,
+    return {"architecture": archs[0], "family": SUPPORTED[archs[0]].name, "params": params,
             "weight_sha256": fingerprints, "vocab_size": config.get("vocab_size"),
             "hidden_size": config.get("hidden_size"), "num_layers": config.get("num_hidden_layers")}
 

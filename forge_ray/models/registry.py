@@ -118,13 +118,16 @@ def resolve(spec: ModelSpec) -> Arch:
 
 
 def arch_from_hf(config) -> Arch:
-    """The architecture of an existing HF model (an earlier run, or an imported model)."""
-    moe = getattr(config, "num_local_experts", 0) or 0
+    """The architecture of an existing HF model (an earlier run, or an imported model of any
+    family in :mod:`forge_ray.models.families`)."""
+    from forge_ray.models.families import experts_of
+
+    moe, top_k, width = experts_of(config)
     return Arch("moe" if moe else "dense", hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
                 num_heads=config.num_attention_heads,
                 num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-                intermediate_size=config.intermediate_size, max_seq_len=config.max_position_embeddings,
-                num_experts=moe, experts_per_token=getattr(config, "num_experts_per_tok", 0) or 0,
+                intermediate_size=width, max_seq_len=config.max_position_embeddings,
+                num_experts=moe, experts_per_token=top_k,
                 router_aux_loss_coef=getattr(config, "router_aux_loss_coef", 0.01) if moe else 0.01,
                 rope_theta=getattr(config, "rope_theta", 10000.0) or 10000.0,
                 tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)))

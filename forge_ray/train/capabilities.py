@@ -95,7 +95,9 @@ def apply(model: torch.nn.Module, caps: Capabilities, attention: bool = True) ->
     set_experts(target, caps.experts)
     if not attention:
         return model
-    target.set_attn_implementation(_HF_ATTENTION[caps.attention])
+    from forge_ray.models.families import attention_kernel
+
+    target.set_attn_implementation(attention_kernel(target.config, _HF_ATTENTION[caps.attention]))
     if caps.compile:
         decoder = target.get_decoder() if hasattr(target, "get_decoder") else target.model
         from forge_ray.compat.torch_dynamo import allow_recompiles

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forge_ray.models.families import experts_of, final_logits, packed_attention_mask
+
 
 class Objective(Protocol):
     """What the step loop needs of an objective (an ``nn.Module`` DeepSpeed runs whole):
@@ -44,37 +46,12 @@ class Objective(Protocol):
         """Validation metrics (``val_*``) from the summed ``eval_sums``."""
 
 
-def document_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """Boolean mask [B, 1, T, T], True where query i may attend key j (same document, j ≤ i):
-    SDPA takes it as is (an additive float mask costs a fill and an add per head and layer)."""
-    t = segment_ids.shape[1]
-    causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=segment_ids.device))
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    allowed = same & causal & (segment_ids[:, :, None] != 0)
-    allowed |= torch.eye(t, dtype=torch.bool, device=segment_ids.device)  # padding sees itself: no NaN rows
-    return allowed[:, None]
-
-
 def whole_documents(segment_ids: torch.Tensor) -> bool:
     """Every row one document, no padding: plain causal attention is the document mask, and
     the kernel's own causal path needs no mask at all. Asked of host tensors only (on a GPU
     the question would wait for the device; there the block mask skips the work instead)."""
     return segment_ids.device.type == "cpu" and bool((segment_ids == segment_ids[:, :1]).all()) \
         and bool((segment_ids[:, 0] != 0).all())
-
-
-def document_block_mask(segment_ids: torch.Tensor):
-    """The same rule as :func:`document_causal_mask` as a FlexAttention ``BlockMask``: blocks
-    no query of which may see (other documents, the future) are skipped by the kernel."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    seg = segment_ids
-
-    def allowed(b, h, q, kv):
-        return ((seg[b, q] == seg[b, kv]) & (kv <= q) & (seg[b, q] != 0)) | (q == kv)
-
-    batch, t = seg.shape
-    return create_block_mask(allowed, batch, None, t, t, device=seg.device)
 
 
 def target_mask(loss_mask: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
@@ -118,9 +95,8 @@ class CausalLMObjective(nn.Module):
                  z_coef: float = 0.0):
         super().__init__()
         self.model = model
-        config = model.config
-        self.is_moe = getattr(config, "num_local_experts", 0) > 0
-        self.top_k = getattr(config, "num_experts_per_tok", 0)
+        experts, self.top_k, _ = experts_of(model.config)
+        self.is_moe = experts > 0
         self.aux_coef, self.z_coef = aux_coef, z_coef
         self.stats: dict = {}
         self.byte_table = byte_table  # token → UTF-8 bytes, for validation bits-per-byte
@@ -179,15 +155,16 @@ class CausalLMObjective(nn.Module):
 
 
 def causal_logits(model, input_ids, segment_ids, position_ids, moe: bool = False):
-    """Next-token logits ``[B, T-1, V]`` (fp32) of a packed batch under the document mask."""
-    if getattr(model.config, "_attn_implementation", None) == "flex_attention":
-        mask = document_block_mask(segment_ids)
-    else:
-        mask = None if whole_documents(segment_ids) else document_causal_mask(segment_ids)
+    """Next-token logits ``[B, T-1, V]`` (fp32) of a packed batch under the document mask (the
+    family's: sliding layers keep their window) and the family's final soft-cap."""
+    config = model.config
+    flex = getattr(config, "_attn_implementation", None) == "flex_attention"
+    # whole documents (CPU): the model's own causal (and sliding) masks are the document mask
+    mask = None if not flex and whole_documents(segment_ids) else packed_attention_mask(config, segment_ids)
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     out = base(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                **({"output_router_logits": True} if moe else {}))
-    return model.lm_head(out.last_hidden_state[:, :-1]).float(), out
+    return final_logits(model, out.last_hidden_state[:, :-1]).float(), out
 
 
 def token_bytes(tokenizer) -> torch.Tensor:

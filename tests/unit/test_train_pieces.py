@@ -8,13 +8,9 @@ import torch
 
 from forge_ray.distributed.deepspeed_config import bf16_mode, build_ds_config
 from forge_ray.distributed.engine import lr_lambda
+from forge_ray.models.families import document_mask
 from forge_ray.spec.sections import OptimSpec, TrainSpec
-from forge_ray.train.objectives import (
-    document_causal_mask,
-    load_balancing_loss,
-    router_z_loss,
-    target_mask,
-)
+from forge_ray.train.objectives import load_balancing_loss, router_z_loss, target_mask
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_the_floor():
@@ -40,7 +36,7 @@ def test_constant_schedule_after_warmup():
 
 def test_document_mask_confines_attention_to_earlier_tokens_of_the_same_document():
     seg = torch.tensor([[1, 1, 2, 2, 2, 0]])  # two packed documents, then padding
-    allowed = document_causal_mask(seg)[0, 0]
+    allowed = document_mask(seg)[0, 0]
     expected = torch.tensor([
         [1, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0],
@@ -148,6 +144,6 @@ def test_rows_of_whole_documents_skip_the_mask_and_give_the_masked_logits():
     assert not whole_documents(torch.tensor([[1] * 30 + [0] * 2, [1] * 32]))
     with torch.no_grad():
         fast, _ = causal_logits(model, ids, whole, pos)
-        hidden = model.model(input_ids=ids, position_ids=pos, attention_mask=document_causal_mask(whole))
+        hidden = model.model(input_ids=ids, position_ids=pos, attention_mask=document_mask(whole))
         masked = model.lm_head(hidden.last_hidden_state[:, :-1])
     assert torch.allclose(fast, masked, atol=1e-5)

@@ -1,0 +1,101 @@
+"""Every decoder family in the table, as a tiny random-weight model: packed documents see
+only themselves (sliding layers keep their window, Gemma keeps its soft-caps), the default
+LoRA targets exist, and a saved directory passes the importer's checks and reloads with the
+same logits. (The stages end to end are covered per family where they run: README, import.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forge_ray.models.families import FAMILIES, family_of, tiny_config
+from forge_ray.train.objectives import causal_logits
+
+
+def _model(family: str):
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.train import capabilities
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(family))
+    capabilities.apply(model, capabilities.select(cuda=False))  # the trainer's kernels on this machine
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_packed_documents_attend_only_to_themselves(family):
+    """Two documents longer than the sliding window (24 tokens in the tiny configs) packed in
+    one row give each document's logits from a forward of that document alone (transformers'
+    own forward: its causal and sliding masks, its soft-caps)."""
+    model = _model(family)
+    assert family_of(model.config).name == family
+    a, b = torch.randint(3, 512, (1, 40)), torch.randint(3, 512, (1, 33))
+    packed = torch.cat([a, b, torch.zeros(1, 7, dtype=torch.long)], 1)  # padding at the end, as the packer leaves it
+    segments = torch.tensor([[1] * 40 + [2] * 33 + [0] * 7])
+    positions = torch.cat([torch.arange(40), torch.arange(33), torch.zeros(7, dtype=torch.long)])[None]
+    with torch.no_grad():
+        logits, _ = causal_logits(model, packed, segments, positions)
+        alone_a = model(input_ids=a).logits[0, :-1]
+        alone_b = model(input_ids=b).logits[0, :-1]
+    torch.testing.assert_close(logits[0, :39], alone_a, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(logits[0, 40:72], alone_b, atol=2e-5, rtol=1e-4)
+
+
+def test_without_the_family_rules_the_window_and_the_soft_caps_would_be_lost():
+    """The seams matter: Gemma 3 under a plain document mask (no window on its sliding layers)
+    and Gemma 2's LM head without its final soft-cap compute other logits than transformers'
+    forward; Gemma 2 soft-caps attention scores, which SDPA cannot, so it runs the eager kernel."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.families import document_mask
+
+    model = _model("gemma3")
+    ids = torch.randint(3, 512, (1, 40))
+    with torch.no_grad():
+        base = model.get_decoder()(input_ids=ids, attention_mask=document_mask(torch.ones(1, 40, dtype=torch.long)))
+        no_window = model.lm_head(base.last_hidden_state)[0]
+        reference = model(input_ids=ids).logits[0]
+    assert (no_window[:24] - reference[:24]).abs().max() < 1e-4  # inside the window: the same …
+    assert (no_window[30:] - reference[30:]).abs().max() > 1e-2  # … past it, not
+    torch.manual_seed(0)
+    gemma2 = AutoModelForCausalLM.from_config(tiny_config("gemma2", final_logit_softcapping=0.05)).eval()
+    from forge_ray.train import capabilities
+
+    capabilities.apply(gemma2, capabilities.select(cuda=False))
+    assert gemma2.config._attn_implementation == "eager"
+    with torch.no_grad():
+        capped, _ = causal_logits(gemma2, ids, torch.ones_like(ids), torch.arange(40)[None])
+        uncapped = gemma2.lm_head(gemma2.get_decoder()(input_ids=ids).last_hidden_state)[0, :-1]
+        reference = gemma2(input_ids=ids).logits[0, :-1]
+    torch.testing.assert_close(capped[0], reference, atol=1e-6, rtol=1e-5)
+    assert (uncapped - reference).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_default_lora_targets_exist_and_an_export_passes_the_importer(family, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.importer import inspect
+
+    model = _model(family)
+    targets = FAMILIES[family].lora_targets
+    peft_model = get_peft_model(_model(family), LoraConfig(r=2, lora_alpha=4, target_modules=list(targets)))
+    adapted = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == set(targets)
+    model.save_pretrained(tmp_path)
+    _write_tokenizer(tmp_path)
+    info = inspect(tmp_path)
+    stored = {t.data_ptr(): t.numel() for t in model.state_dict().values()}  # tied weights once, buffers too
+    assert info["family"] == family and info["params"] == sum(stored.values())
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True, trust_remote_code=False).eval()
+    ids = torch.randint(3, 512, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def _write_tokenizer(path) -> None:
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(path / "tokenizer.json"))
