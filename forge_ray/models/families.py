@@ -62,6 +62,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                  "qk_nope_head_dim": 16, "v_head_dim": 32, "n_group": 1, "topk_group": 1}),
 )}
 BY_ARCHITECTURE = {f.architecture: f for f in FAMILIES.values()}
+#: families a from-scratch model (``model.family``) can be: their configs take the Llama-style
+#: shape fields; DeepSeek-V3's latent attention needs shapes of its own (import one instead)
+FROM_SCRATCH = {name: f for name, f in FAMILIES.items() if name != "deepseek_v3"}
 
 
 class UnsupportedFamily(ValueError):
@@ -79,6 +82,11 @@ def family_of(config) -> Family:
         return FAMILIES[by_type]
     raise UnsupportedFamily(f"architecture {(getattr(config, 'architectures', None) or [model_type])[0]!r} is not "
                             f"supported (supported: {', '.join(BY_ARCHITECTURE)})")
+
+
+def lora_targets(config) -> list[str]:
+    """What LoRA adapts when the spec names nothing: the family's attention projections."""
+    return list(_family_or_none(config, "lora_targets") or ATTENTION)
 
 
 def experts_of(config) -> tuple[int, int, int]:

@@ -35,6 +35,7 @@ class Arch:
     router_z_loss_coef: float = 0.001
     rope_theta: float = 10000.0
     tie_embeddings: bool = False
+    family: str = ""  # transformers family (forge_ray.models.families); "": Llama for dense, Mixtral for MoE
 
     @property
     def head_dim(self) -> int:
@@ -123,6 +124,7 @@ def arch_from_hf(config) -> Arch:
     from forge_ray.models.families import experts_of
 
     moe, top_k, width = experts_of(config)
+    family = _family_name(config)
     return Arch("moe" if moe else "dense", hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
                 num_heads=config.num_attention_heads,
                 num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
@@ -130,25 +132,48 @@ def arch_from_hf(config) -> Arch:
                 num_experts=moe, experts_per_token=top_k,
                 router_aux_loss_coef=getattr(config, "router_aux_loss_coef", 0.01) if moe else 0.01,
                 rope_theta=getattr(config, "rope_theta", 10000.0) or 10000.0,
-                tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
+                tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)), family=family)
+
+
+def _family_name(config) -> str:
+    from forge_ray.models.families import UnsupportedFamily, family_of
+
+    try:
+        return family_of(config).name
+    except UnsupportedFamily:  # a model of an earlier version's making, or a VLM's language model
+        return ""
 
 
 def hf_config(arch: Arch, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None,
               pad_id: int | None = None):
-    """A ``LlamaConfig`` (dense) or ``MixtralConfig`` (MoE) for this architecture."""
+    """The transformers config of this architecture: Llama (dense) or Mixtral (MoE) unless
+    ``arch.family`` names another family that can be built from scratch."""
     common = dict(vocab_size=vocab_size, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
                   num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
                   num_key_value_heads=arch.num_kv_heads, max_position_embeddings=arch.max_seq_len,
                   rope_theta=arch.rope_theta, tie_word_embeddings=arch.tie_embeddings, bos_token_id=bos_id,
                   eos_token_id=eos_id, pad_token_id=pad_id, head_dim=arch.head_dim)
-    if arch.arch == "moe":
+    family = arch.family or ("mixtral" if arch.arch == "moe" else "llama")
+    if family == "llama" and arch.arch == "dense":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**common)
+    if family == "mixtral" and arch.arch == "moe":
         from transformers import MixtralConfig
 
         return MixtralConfig(**common, num_local_experts=arch.num_experts, num_experts_per_tok=arch.experts_per_token,
                              router_aux_loss_coef=arch.router_aux_loss_coef, output_router_logits=True)
-    from transformers import LlamaConfig
+    import transformers
 
-    return LlamaConfig(**common)
+    from forge_ray.models.families import FROM_SCRATCH
+
+    f = FROM_SCRATCH[family]  # a checked spec names only these (ModelSpec.check)
+    extra = {}
+    if arch.arch == "moe":  # Qwen3-MoE: every layer sparse, experts of the preset's MLP width
+        extra = dict(num_experts=arch.num_experts, num_experts_per_tok=arch.experts_per_token,
+                     moe_intermediate_size=arch.intermediate_size, decoder_sparse_step=1,
+                     router_aux_loss_coef=arch.router_aux_loss_coef, output_router_logits=True)
+    return getattr(transformers, f.config_class)(**common, **extra, architectures=[f.architecture])
 
 
 # ------------------------------------------------------------------ estimates

@@ -84,6 +84,8 @@ class ModelSpec:
     experts_per_token: int | None = opt(None, "MoE: top-k routing", ge=1)
     router_aux_loss_coef: float | None = opt(None, "MoE: load-balancing loss weight", ge=0)
     router_z_loss_coef: float | None = opt(None, "MoE: router z-loss weight", ge=0)
+    family: str | None = opt(None, "transformers family of a from-scratch model: llama (dense default), mistral, "
+                              "qwen2, qwen3, gemma2, gemma3, phi3, olmo2; mixtral (MoE default), qwen3_moe")
 
     def check(self):
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
@@ -92,6 +94,17 @@ class ModelSpec:
             yield "num_kv_heads", f"num_heads={self.num_heads} is not a multiple of {self.num_kv_heads}", ""
         if self.num_experts and self.experts_per_token and self.experts_per_token > self.num_experts:
             yield "experts_per_token", f"{self.experts_per_token} > num_experts={self.num_experts}", ""
+        if self.family is not None:
+            from forge_ray.models.families import FROM_SCRATCH
+            from forge_ray.models.registry import PRESETS
+
+            arch = self.arch if self.arch != "preset" else PRESETS[self.preset]().arch if self.preset in PRESETS else None
+            if self.family not in FROM_SCRATCH:
+                yield "family", f"{self.family!r} cannot be built from scratch", f"one of: {', '.join(FROM_SCRATCH)}"
+            elif arch and FROM_SCRATCH[self.family].moe != (arch == "moe"):
+                kind, other = ("Mixture-of-Experts", "dense") if FROM_SCRATCH[self.family].moe else ("dense", "MoE")
+                yield "family", f"{self.family!r} is a {kind} family but the model is {other}", \
+                    "pick a preset or arch of the family's kind"
 
 
 @dataclass(kw_only=True)

@@ -115,7 +115,8 @@ class LoraSpec:
     rank: int = opt(8, "adapter rank", ge=1)
     alpha: float = opt(16.0, "scaling numerator", gt=0)
     dropout: float = opt(0.0, "adapter dropout", ge=0, lt=1)
-    target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"], "module names to adapt")
+    target_modules: list[str] = opt([], "module names to adapt; empty: the model family's attention projections "
+                                     "(q/k/v/o_proj; Phi-3: qkv_proj, o_proj; DeepSeek-V3: its latent projections)")
 
 
 @dataclass(kw_only=True)

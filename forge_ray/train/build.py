@@ -38,9 +38,11 @@ def build_model(job: TrainJob) -> torch.nn.Module:
     if job.lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        from forge_ray.models.families import lora_targets
+
         lora = job.lora
         model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                 target_modules=list(lora.target_modules)))
+                                                 target_modules=list(lora.target_modules) or lora_targets(model.config)))
     if job.spec.train.activation_checkpointing:
         model.gradient_checkpointing_enable()
     return model

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from forge_ray.models.families import FAMILIES, family_of, tiny_config
+from forge_ray.models.families import FAMILIES, FROM_SCRATCH, family_of, lora_targets, tiny_config
 from forge_ray.train.objectives import causal_logits
 
 
@@ -80,7 +80,7 @@ def test_default_lora_targets_exist_and_an_export_passes_the_importer(family, tm
     from forge_ray.models.importer import inspect
 
     model = _model(family)
-    targets = FAMILIES[family].lora_targets
+    targets = lora_targets(model.config)
     peft_model = get_peft_model(_model(family), LoraConfig(r=2, lora_alpha=4, target_modules=list(targets)))
     adapted = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
     assert adapted == set(targets)
@@ -99,3 +99,47 @@ def _write_tokenizer(path) -> None:
     from tokenizers import Tokenizer, models
 
     Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(path / "tokenizer.json"))
+
+
+@pytest.mark.parametrize("family", sorted(FROM_SCRATCH))
+def test_a_from_scratch_model_of_each_family_builds_from_the_spec_and_learns(family):
+    """``model: {preset: tiny, family: …}`` builds that family's transformers model, which the
+    trainer's objective (packed rows, MoE router losses) trains: the loss on a repeated batch falls."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_ray.models.registry import hf_config, resolve
+    from forge_ray.spec.sections import ModelSpec
+    from forge_ray.train import capabilities
+    from forge_ray.train.objectives import CausalLMObjective
+
+    spec = ModelSpec(preset="tiny-moe" if FROM_SCRATCH[family].moe else "tiny", family=family)
+    assert list(spec.check()) == []
+    arch = resolve(spec)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config(arch, 512, 1, 2, 0))
+    assert family_of(model.config).name == family
+    capabilities.apply(model, capabilities.select(cuda=False))
+    objective = CausalLMObjective(model, aux_coef=0.01 if arch.arch == "moe" else 0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    seg = torch.tensor([[1] * 20 + [2] * 28 + [0] * 16, [1] * 64])
+    batch = {"input_ids": torch.randint(3, 512, (2, 64)), "segment_ids": seg, "loss_mask": (seg > 0).long(),
+             "position_ids": torch.cat([torch.cat([torch.arange(20), torch.arange(28), torch.zeros(16, dtype=torch.long)])[None],
+                                        torch.arange(64)[None]])}
+    losses = []
+    for _ in range(8):
+        loss = objective(**batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(objective.logged_loss(loss)))
+    assert losses[-1] < losses[0] - 1.0, losses  # memorising one batch: far below the start (ln 512 ≈ 6.2)
+    assert ("aux_loss" in objective.stats) == (arch.arch == "moe")
+
+
+def test_a_family_of_the_wrong_kind_or_not_buildable_is_refused_by_key():
+    from forge_ray.spec.sections import ModelSpec
+
+    (key, message, _), = ModelSpec(preset="tiny", family="qwen3_moe").check()
+    assert key == "family" and "Mixture-of-Experts family but the model is dense" in message
+    (key, message, hint), = ModelSpec(preset="tiny", family="deepseek_v3").check()
+    assert key == "family" and "cannot be built from scratch" in message and "qwen3" in hint
