@@ -7,7 +7,7 @@ Layouts (what the prepared rows are for):
   at each document so attention and positions can be confined to a document.
 - ``sft``: whole conversations through the chat template, packed greedily without
   splitting; ``loss_mask`` is 1 exactly on assistant tokens (from the template's
-  ``{% generation %}`` markers).
+  ``{% generation %}`` markers, or found by rendering: :mod:`forge_ray.data.chat_masks`).
 - ``preference``: prompt via the chat template + chosen / rejected responses, padded;
   ``*_mask`` marks response tokens.
 - ``prompt``: RL prompts rendered with the generation prompt; the reference answer kept.
@@ -138,8 +138,17 @@ class TokenizeBatch:
         self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.layout, self.seq_len, self.packing = layout, seq_len, packing
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        from forge_ray.data.chat_masks import has_generation_markers
+
+        self.marked = has_generation_markers(self.tok.chat_template)
 
     def chat_ids(self, messages: list[dict], add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
+        """The conversation's token ids and its assistant mask: from the template's
+        ``{% generation %}`` markers, or (an imported model's own template) by rendering."""
+        if not add_generation_prompt and not self.marked:
+            from forge_ray.data.chat_masks import assistant_token_mask
+
+            return assistant_token_mask(self.tok, messages)
         out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True, add_generation_prompt=
                                            add_generation_prompt, return_assistant_tokens_mask=not add_generation_prompt)
         ids = list(out["input_ids"])
