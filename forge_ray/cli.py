@@ -130,9 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="storage root (default: $FORGE_STORAGE or ./forge_runs)")
     p.add_argument("--address", help="Ray Jobs API address for submissions (default: $RAY_ADDRESS)")
 
-    p = sub.add_parser("import", help="register a local HF model directory as a run (safetensors only)")
-    p.add_argument("path", help="directory with config.json, *.safetensors and a tokenizer")
-    p.add_argument("--name", required=True, help="run name for the imported model")
+    p = sub.add_parser("import", help="register a local HF model directory as a run (safetensors only); "
+                                      "--plan: the GPUs training it would take, from its config alone")
+    p.add_argument("path", help="directory with config.json, *.safetensors and a tokenizer (--plan: config.json)")
+    p.add_argument("--name", help="run name for the imported model (required unless --plan)")
+    p.add_argument("--plan", action="store_true", help="print parameters, memory per GPU by ZeRO stage and offload, "
+                                                        "and the fewest GPUs; import nothing")
+    p.add_argument("--gpu-gb", type=float, default=80.0, help="--plan: memory of one GPU (default 80)")
+    p.add_argument("--host-gb", type=float, default=200.0, help="--plan: host memory per GPU for offload (default 200)")
+    p.add_argument("--seq-len", type=int, default=4096, help="--plan: tokens per row (default 4096)")
+    p.add_argument("--micro-batch", type=int, default=1, help="--plan: rows per GPU per micro-step (default 1)")
     _common(p)
 
     p = sub.add_parser("serve", help="serve a run's model on an OpenAI-compatible API (vLLM, or Ray Serve with "
@@ -405,6 +412,12 @@ def _cmd_import(args) -> int:
     from forge_ray import api
     from forge_ray.models.importer import ImportRefused
 
+    if args.plan:
+        return _import_plan(args)
+    if not args.name:
+        print("forge import: give --name NAME for the run (or --plan to see what training it would take)",
+              file=sys.stderr)
+        return EXIT_INVALID
     try:
         info = api.import_model(args.path, args.name, args.storage)
     except ImportRefused as exc:
@@ -412,6 +425,19 @@ def _cmd_import(args) -> int:
         return EXIT_INVALID
     _print_json(info) if args.json else print(f"imported {args.path} as run {info.name!r} "
                                               f"({info.metrics['params']:,} parameters) in {info.run_dir}")
+    return EXIT_OK
+
+
+def _import_plan(args) -> int:
+    from forge_ray.models.import_plan import format_plan, plan, read_config
+    from forge_ray.models.importer import ImportRefused
+
+    try:
+        result = plan(read_config(args.path), args.gpu_gb, args.seq_len, args.micro_batch, host_gb=args.host_gb)
+    except ImportRefused as exc:
+        print(f"forge import --plan: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    _print_json(result.to_json()) if args.json else print("\n".join(format_plan(result)))
     return EXIT_OK
 
 
