@@ -11,10 +11,13 @@ import atexit
 import contextlib
 import logging
 import os
-import re
-import select
+import subprocess
 import sys
 import threading
+
+# Ray's C++ log lines, which the driver's core worker writes straight to descriptor 2 past Python's
+# logging: the filter's own rule, named here for the code that asks what reached the terminal
+from forge_ray.native_stderr_filter import NATIVE_LINE  # noqa: F401
 
 VERBOSE_ENV = "FORGE_VERBOSE"
 #: the logger vendor output is recorded under (a child of ``forge_ray``: the run's log handler sees it)
@@ -113,69 +116,58 @@ def quiet_ray_workers() -> None:
     route_native_stderr()
 
 
-#: a line of Ray's C++ core (glog style: ``[2026-12-02 20:00:00,123 E 4242 4243] core_worker.cc:…``),
-#: which the driver's own core worker writes straight to file descriptor 2, past Python's logging
-NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWEF] \d+ \d+\] ")
-_native_route: tuple[int, threading.Thread] | None = None
+_native_route: tuple[int, subprocess.Popen, threading.Thread] | None = None
 
 
 def route_native_stderr() -> None:
-    """File descriptor 2 through a pipe: C++ log lines (:data:`NATIVE_LINE`) into the run log,
-    every other byte — tracebacks, progress-bar redraws — on to the terminal at once. Called
-    after ``ray.init``, so Ray's own processes keep the real stderr (they log to files)."""
+    """File descriptor 2 through a filter process (:mod:`forge_ray.native_stderr_filter`): C++
+    log lines (:data:`NATIVE_LINE`) into the run log, every other byte — tracebacks,
+    progress-bar redraws — on to the terminal at once. Called after ``ray.init``, so Ray's own
+    processes keep the real stderr (they log to files)."""
     global _native_route
     if _native_route or not _terminal or verbose():
         return
+    from forge_ray import native_stderr_filter
+
     terminal = os.dup(2)
     read_end, write_end = os.pipe()
+    back_read, back_write = os.pipe()
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-S", native_stderr_filter.__file__, str(back_write)],
+                                 stdin=read_end, stdout=terminal, stderr=subprocess.DEVNULL, pass_fds=(back_write,),
+                                 close_fds=True)
+    except OSError:  # no filter: the terminal keeps every line
+        for fd in (read_end, write_end, back_read, back_write, terminal):
+            os.close(fd)
+        return
+    for fd in (read_end, back_write):
+        os.close(fd)
     os.dup2(write_end, 2)
     os.close(write_end)
-    thread = threading.Thread(target=_sort_native_lines, args=(read_end, terminal), daemon=True,
-                              name="forge-native-stderr")
+    thread = threading.Thread(target=_log_native_lines, args=(back_read,), daemon=True, name="forge-native-log")
     thread.start()
-    _native_route = (terminal, thread)
+    _native_route = (terminal, child, thread)
     atexit.register(restore_native_stderr)
 
 
 def restore_native_stderr() -> None:
-    """The terminal back on descriptor 2, after what the pipe still holds is sorted."""
+    """The terminal back on descriptor 2, after the filter has passed on what it still holds."""
     global _native_route
     if not _native_route:
         return
-    terminal, thread = _native_route
+    terminal, child, thread = _native_route
     _native_route = None
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
-    os.dup2(terminal, 2)  # closes the pipe's write end: the reader sees the end and drains
-    thread.join(timeout=2)
+    os.dup2(terminal, 2)  # our last write end of the pipe: the filter drains it and ends
+    os.close(terminal)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=2)  # (a subprocess still holding the pipe keeps it going, passing its output on)
+    thread.join(timeout=1)
 
 
-def _sort_native_lines(read_end: int, terminal: int) -> None:
-    pending = b""
-    while True:
-        ready, _, _ = select.select([read_end], [], [], 0.1)
-        chunk = os.read(read_end, 65536) if ready else None
-        if chunk == b"":  # every writer closed: drain and stop
-            break
-        pending += chunk or b""
-        *lines, pending = pending.split(b"\n")
+def _log_native_lines(back_read: int) -> None:
+    with os.fdopen(back_read, "rb") as lines:
         for line in lines:
-            _emit(line + b"\n", terminal)
-        # a partial line goes on at once (a progress bar's ``\r`` redraw) unless it may be a
-        # C++ line still being written, and even then within 0.1 s
-        if pending and (chunk is None or not pending.startswith(b"[")):
-            _emit(pending, terminal)
-            pending = b""
-    if pending:
-        _emit(pending, terminal)
-    os.close(read_end)
-
-
-def _emit(data: bytes, terminal: int) -> None:
-    if NATIVE_LINE.match(data):
-        vendor.warning("[native] %s", data.decode(errors="replace").rstrip())
-        return
-    try:
-        os.write(terminal, data)
-    except OSError:
-        pass
+            with contextlib.suppress(Exception):  # logging must never break a run
+                vendor.warning("[native] %s", line.decode(errors="replace").rstrip())

@@ -104,3 +104,36 @@ def test_native_log_lines_on_descriptor_2_go_to_the_log_and_the_rest_to_the_term
     assert out.stderr.endswith(b"Traceback (most recent call last):\n\rstep 3/10"), out.stderr
     assert b"core_worker.cc" not in out.stderr
     assert "[native] [2026-12-02 20:00:00,123 E 4242 4243] core_worker.cc:2465" in (tmp_path / "run.log").read_text()
+
+
+def test_descriptor_2_never_blocks_while_the_run_log_is_slow(tmp_path):
+    """The filter runs in its own process: with the run log's handler stuck (here: 2 s per
+    record), 400 KiB of C++ lines — six times what a pipe holds — are written at once and a
+    traceback line after them still reaches the terminal; the lines reach the log later."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import logging, os, sys, time\n"
+        "from forge_ray import console\n"
+        "class Slow(logging.FileHandler):\n"
+        "    def emit(self, record):\n"
+        "        time.sleep(2)\n"
+        "        super().emit(record)\n"
+        "console.setup_terminal()\n"
+        f"logging.getLogger('forge_ray').addHandler(Slow({str(tmp_path / 'run.log')!r}))\n"
+        "console.route_native_stderr()\n"
+        "line = b'[2026-12-02 20:00:00,123 E 4242 4243] core_worker.cc:1: ' + b'x' * 200 + b'\\n'\n"
+        "start = time.monotonic()\n"
+        "for _ in range(2000):\n"
+        "    os.write(2, line)\n"
+        "os.write(2, b'Traceback (most recent call last):\\n')\n"
+        "print(f'{time.monotonic() - start:.2f}', flush=True)\n"
+        "os._exit(0)\n")  # no atexit: what the terminal got was passed on while the driver ran
+    env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 1.0  # 2000 writes of 256 bytes returned at once
+    assert out.stderr == b"Traceback (most recent call last):\n"
