@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -30,10 +31,14 @@ def _json(result) -> object:
 
 async def _agent(storage: str, address: str) -> dict:
     from mcp import ClientSession, StdioServerParameters
-    from mcp.client.stdio import stdio_client
+    from mcp.client.stdio import get_default_environment, stdio_client
 
+    # an MCP client starts the server with a few safe variables only (HOME, PATH, …): the
+    # cluster's token settings go in its server entry's `env`, as a user's client config has them
+    ray_auth = {k: v for k, v in os.environ.items() if k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
     params = StdioServerParameters(command=str(VENV_BIN / "forge"), cwd=str(REPO),
-                                   args=["mcp", "--storage", storage, "--address", address])
+                                   args=["mcp", "--storage", storage, "--address", address],
+                                   env={**get_default_environment(), **ray_auth})
     seen: dict = {}
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
