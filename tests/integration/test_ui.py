@@ -23,11 +23,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def start_ui(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`forge ui` on a free loopback port, once it answers HTTP."""
+    """`forge ui` on a free loopback port, once it answers HTTP. Its output goes to a file, not
+    a pipe: a pipe nobody reads stops the app at its 64 KiB-th byte of output."""
+    import tempfile
+
     port = _free_port()
+    out = tempfile.NamedTemporaryFile(prefix="forge-ui-", suffix=".log", delete=False)  # noqa: SIM115 - kept open by the app
     proc = subprocess.Popen([str(VENV_BIN / "forge"), "ui", "--port", str(port), *args], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while True:
@@ -37,7 +40,7 @@ def start_ui(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"forge ui did not start: {proc.stdout.read()[-3000:]}") from None
+                raise RuntimeError(f"forge ui did not start: {open(out.name).read()[-3000:]}") from None
             time.sleep(0.5)
 
 
@@ -63,7 +66,10 @@ def page(tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         yield page
-        page.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # kept for a failure's post-mortem
+        try:
+            page.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # kept for a failure's post-mortem
+        except Exception as exc:  # a page that failed the test must not also fail the teardown
+            print(f"no last screenshot: {exc}")
         browser.close()
 
 
