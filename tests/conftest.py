@@ -78,7 +78,11 @@ def _free_port() -> int:
 def ray_cluster(tmp_path_factory):
     """A head node on loopback: ``{"gcs": "127.0.0.1:P", "dashboard": "http://127.0.0.1:D"}``.
     A start that fails (a port picked here taken by the time Ray binds it) is retried on new
-    ports; the last failure is reported with Ray's own words."""
+    ports; the last failure is reported with Ray's own words. ``FORGE_TEST_RAY_GCS`` and
+    ``FORGE_TEST_RAY_DASHBOARD`` give a running cluster instead (not stopped at the end)."""
+    if os.environ.get("FORGE_TEST_RAY_GCS"):  # iterating on one module: a running cluster, left running
+        yield {"gcs": os.environ["FORGE_TEST_RAY_GCS"], "dashboard": os.environ["FORGE_TEST_RAY_DASHBOARD"]}
+        return
     ray = str(VENV_BIN / "ray")
     # the venv's python first on PATH, as on a cluster image: job entrypoints run `python`
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}

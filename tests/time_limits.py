@@ -46,6 +46,7 @@ FIXTURE_LIMITS: dict[str, int] = {
     "tokenizer_run": 600,    # test_tokenizer_cli: measured 3.9 s
     "tokenizer_dir": 600,    # test_data_stage: measured 1.4 s
     "prepared": 900,         # test_data_stage: Ray Data preparation of the planted corpus: measured 17 s, 20 s
+    "family_runs": 2400,     # test_families: 2 imports, 2 continued pre-trainings, 2 LoRA SFTs: measured 281 s beside another suite
 }
 #: any other fixture (tmp_path, a module's small file writer, …)
 DEFAULT_FIXTURE_LIMIT = 300
