@@ -143,3 +143,26 @@ def test_a_family_of_the_wrong_kind_or_not_buildable_is_refused_by_key():
     assert key == "family" and "Mixture-of-Experts family but the model is dense" in message
     (key, message, hint), = ModelSpec(preset="tiny", family="deepseek_v3").check()
     assert key == "family" and "cannot be built from scratch" in message and "qwen3" in hint
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_domain_tokens_grow_each_familys_embeddings_from_their_pieces(family):
+    """``new_tokens`` on an imported model of any family: two rows more on the input side (and
+    the output side when untied), each the mean of its pieces' rows; the old tokens' logits on an
+    old-token text are unchanged."""
+    from forge_ray.models.vocab import grow_embeddings
+
+    model = _model(family)
+    ids = torch.randint(3, 512, (1, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        old_in = model.get_input_embeddings().weight.detach().clone()
+    assert grow_embeddings(model, 514, {512: [5, 6, 7], 513: [9]}) == 2
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] == 514
+    torch.testing.assert_close(emb[512], old_in[[5, 6, 7]].mean(0))
+    torch.testing.assert_close(emb[513], old_in[9])
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert after.shape[-1] == 514
+    torch.testing.assert_close(after[..., :512], before, atol=1e-5, rtol=1e-5)
