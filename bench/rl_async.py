@@ -61,8 +61,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--gpus", type=int, default=0, help="GPUs for the policy and for each engine")
     p.add_argument("--engines", type=int, default=1)
+    p.add_argument("--verbose", action="store_true", help="vendor logs (vLLM, Ray) on the terminal too")
     args = p.parse_args()
-    from forge_ray import api
+    import os
+
+    from forge_ray import api, console
+
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    console.setup_terminal()  # as `forge run`: vLLM's and Ray's logs into each run's run.log
 
     runs, data = Path(args.runs), Path(args.data)
     results = {}
