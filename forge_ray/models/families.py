@@ -194,8 +194,15 @@ def tiny_config(family: str, vocab_size: int = 512, **overrides):
     return config
 
 
-def _family_or_none(config, attribute: str):
+def family_name(config) -> str | None:
+    """The family's name, or None for a model outside the table (an earlier version's making, a
+    VLM's language model)."""
     try:
-        return getattr(family_of(config), attribute)
+        return family_of(config).name
     except UnsupportedFamily:
         return None
+
+
+def _family_or_none(config, attribute: str):
+    name = family_name(config)
+    return getattr(FAMILIES[name], attribute) if name else None

@@ -56,12 +56,9 @@ class ImportPlan:
     def to_json(self) -> dict:
         return asdict(self)
 
-    def best(self) -> Row | None:
-        """The fewest GPUs; among those, the least offloading (host memory is slower)."""
-        return self.best_of(self.rows)
-
     @staticmethod
     def best_of(rows: list[Row]) -> Row | None:
+        """The fewest GPUs; among those, the least offloading (host memory is slower)."""
         fits = [r for r in rows if r.min_gpus is not None]
         order = {"none": 0, "optimizer": 1, "all": 2}
         return min(fits, key=lambda r: (r.min_gpus, order[r.offload], r.zero_stage)) if fits else None
@@ -101,17 +98,14 @@ def plan(config, gpu_gb: float = 80.0, seq_len: int = 4096, micro_batch: int = 1
          activation_checkpointing: bool = True, host_gb: float = 200.0) -> ImportPlan:
     """Every ZeRO stage and offload for ``config`` on GPUs of ``gpu_gb`` with ``host_gb`` of host
     memory per GPU worker (what offloading may use), ``micro_batch`` rows of ``seq_len``."""
-    from forge_ray.models.families import UnsupportedFamily, family_of
+    from forge_ray.models.families import family_name
     from forge_ray.models.registry import arch_from_hf, estimate
 
     total, active = count_parameters(config)
     arch = arch_from_hf(config)
     act_gb = estimate(arch, config.vocab_size, seq_len, micro_batch, 1, activation_checkpointing,
                       bytes_per_act=2, fused_attention=True).activation_gb
-    try:
-        family = family_of(config).name
-    except UnsupportedFamily:
-        family = "unsupported"
+    family = family_name(config) or "unsupported"
     result = ImportPlan((config.architectures or ["?"])[0], family, total, active, round(act_gb, 2), gpu_gb, host_gb)
     layer_bytes = 2 * total / max(config.num_hidden_layers, 1)
     for stage in range(4):

@@ -121,10 +121,10 @@ def resolve(spec: ModelSpec) -> Arch:
 def arch_from_hf(config) -> Arch:
     """The architecture of an existing HF model (an earlier run, or an imported model of any
     family in :mod:`forge_ray.models.families`)."""
-    from forge_ray.models.families import experts_of
+    from forge_ray.models.families import experts_of, family_name
 
     moe, top_k, width = experts_of(config)
-    family = _family_name(config)
+    family = family_name(config) or ""
     return Arch("moe" if moe else "dense", hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
                 num_heads=config.num_attention_heads,
                 num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
@@ -134,14 +134,6 @@ def arch_from_hf(config) -> Arch:
                 rope_theta=getattr(config, "rope_theta", 10000.0) or 10000.0,
                 tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)), family=family)
 
-
-def _family_name(config) -> str:
-    from forge_ray.models.families import UnsupportedFamily, family_of
-
-    try:
-        return family_of(config).name
-    except UnsupportedFamily:  # a model of an earlier version's making, or a VLM's language model
-        return ""
 
 
 def hf_config(arch: Arch, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None,
