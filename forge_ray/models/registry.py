@@ -135,7 +135,6 @@ def arch_from_hf(config) -> Arch:
                 tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)), family=family)
 
 
-
 def hf_config(arch: Arch, vocab_size: int, bos_id: int | None = None, eos_id: int | None = None,
               pad_id: int | None = None):
     """The transformers config of this architecture: Llama (dense) or Mixtral (MoE) unless
